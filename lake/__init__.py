@@ -1,0 +1,38 @@
+"""Shoal's lake engine: Delta tables on a local folder or S3, ingestion, uploads and jobs.
+
+The engine knows no HTTP. Open a lake with :class:`Lake`, ingest with :class:`Uploads`, run
+uploads in the background with :class:`JobRunner`.
+"""
+
+from lake.errors import (
+    CommitConflictError,
+    ConfigError,
+    InputError,
+    LakeError,
+    LockTimeoutError,
+    NotFoundError,
+    RecordError,
+    StorageError,
+)
+from lake.jobs import JobRunner
+from lake.lake import Lake, LakeState
+from lake.storage import S3Options
+from lake.uploads import Upload, Uploads, UploadStatus
+
+__all__ = [
+    "CommitConflictError",
+    "ConfigError",
+    "InputError",
+    "JobRunner",
+    "Lake",
+    "LakeError",
+    "LakeState",
+    "LockTimeoutError",
+    "NotFoundError",
+    "RecordError",
+    "S3Options",
+    "StorageError",
+    "Upload",
+    "UploadStatus",
+    "Uploads",
+]

@@ -1,0 +1,173 @@
+"""The one module that opens and writes Delta tables.
+
+Everything else talks to :class:`DeltaStore`, which knows the lake location, creates tables on
+first use with the schemas of :mod:`lake.tables`, reads a table at a given version, and commits
+appends, upserts-with-deletes and restores. deltalake's exceptions become :mod:`lake.errors`;
+commit conflicts are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from lake.errors import CommitConflictError, StorageError
+from lake.storage import LakeLocation
+from lake.tables import SCHEMAS
+
+T = TypeVar("T")
+
+_COMMIT_RETRIES = 8
+
+
+class DeltaStore:
+    """Delta tables under one lake root."""
+
+    def __init__(self, location: LakeLocation) -> None:
+        self.location = location
+        self.options = location.delta_storage_options()
+        self._cache: dict[tuple[str, int], DeltaTable] = {}
+        self._cache_lock = threading.Lock()
+
+    def uri(self, table: str) -> str:
+        return self.location.join(table)
+
+    # -- opening -----------------------------------------------------------------------------
+    def latest_version(self, table: str) -> int | None:
+        """The newest committed version, or None when the table does not exist yet."""
+        try:
+            return DeltaTable(self.uri(table), storage_options=self.options).version()
+        except TableNotFoundError:
+            return None
+        except (DeltaError, OSError) as exc:
+            raise StorageError(f"cannot open table {table!r}: {exc}") from exc
+
+    def open(self, table: str, version: int) -> DeltaTable:
+        key = (table, version)
+        with self._cache_lock:
+            cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        try:
+            dt = DeltaTable(self.uri(table), version=version, storage_options=self.options)
+        except (DeltaError, OSError) as exc:
+            raise StorageError(f"cannot open table {table!r} at version {version}: {exc}") from exc
+        with self._cache_lock:
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = dt
+        return dt
+
+    def create(self, table: str) -> int:
+        """Create ``table`` with its schema if it does not exist; return its version."""
+        try:
+            dt = DeltaTable.create(
+                self.uri(table),
+                SCHEMAS[table],
+                mode="ignore",
+                storage_options=self.options,
+                name=table,
+            )
+            return dt.version()
+        except (DeltaError, OSError) as exc:
+            raise StorageError(f"cannot create table {table!r}: {exc}") from exc
+
+    # -- reading -----------------------------------------------------------------------------
+    def dataset(self, table: str, version: int) -> ds.Dataset:
+        return self.open(table, version).to_pyarrow_dataset()
+
+    def read(
+        self,
+        table: str,
+        version: int,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: pc.Expression | None = None,
+    ) -> pa.Table:
+        try:
+            return self.dataset(table, version).to_table(
+                columns=list(columns) if columns is not None else None, filter=filter
+            )
+        except (DeltaError, OSError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot read table {table!r}: {exc}") from exc
+
+    def scan(self, table: str, version: int) -> pl.LazyFrame:
+        return pl.scan_delta(self.uri(table), version=version, storage_options=self.options)
+
+    def count(self, table: str, version: int) -> int:
+        actions = self.open(table, version).get_add_actions(flatten=True)
+        column = pa.table(actions).column("num_records")
+        return int(pc.sum(column).as_py() or 0)
+
+    # -- writing -----------------------------------------------------------------------------
+    def append(self, table: str, rows: pa.Table) -> int:
+        def write() -> int:
+            dt = DeltaTable(self.uri(table), storage_options=self.options)
+            write_deltalake(dt, rows, mode="append")
+            return int(dt.version())
+
+        return self._with_retries(table, "append", write)
+
+    def upsert(self, table: str, rows: pa.Table, delete_ids: Sequence[str]) -> int:
+        """One commit: delete ``delete_ids``, update rows whose id exists, insert the rest."""
+        ops = pa.array(["upsert"] * rows.num_rows + ["delete"] * len(delete_ids), pa.string())
+        deletes = pa.table({"id": pa.array(list(delete_ids), pa.string())}).cast(
+            pa.schema([pa.field("id", pa.string())])
+        )
+        source = pa.concat_tables([rows, deletes], promote_options="default").append_column(
+            "_op", ops
+        )
+
+        def write() -> int:
+            dt = DeltaTable(self.uri(table), storage_options=self.options)
+            (
+                dt.merge(source, predicate="t.id = s.id", source_alias="s", target_alias="t")
+                .when_matched_delete(predicate="s._op = 'delete'")
+                .when_matched_update_all(predicate="s._op = 'upsert'", except_cols=["_op"])
+                .when_not_matched_insert_all(predicate="s._op = 'upsert'", except_cols=["_op"])
+                .execute()
+            )
+            return int(dt.version())
+
+        return self._with_retries(table, "upsert", write)
+
+    def delete_where(self, table: str, predicate: str) -> int:
+        def write() -> int:
+            dt = DeltaTable(self.uri(table), storage_options=self.options)
+            dt.delete(predicate)
+            return int(dt.version())
+
+        return self._with_retries(table, "delete", write)
+
+    def restore(self, table: str, version: int) -> int:
+        def write() -> int:
+            dt = DeltaTable(self.uri(table), storage_options=self.options)
+            dt.restore(version)
+            return int(dt.version())
+
+        return self._with_retries(table, "restore", write)
+
+    def _with_retries(self, table: str, what: str, fn: Callable[[], T]) -> T:
+        delay = 0.05
+        for attempt in range(_COMMIT_RETRIES):
+            try:
+                return fn()
+            except CommitFailedError as exc:
+                if attempt == _COMMIT_RETRIES - 1:
+                    raise CommitConflictError(
+                        f"{what} on table {table!r} conflicted {_COMMIT_RETRIES} times: {exc}"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except (DeltaError, OSError) as exc:
+                raise StorageError(f"{what} on table {table!r} failed: {exc}") from exc
+        raise AssertionError("unreachable")

@@ -1,0 +1,466 @@
+"""Applying normalised records to the lake, a batch at a time.
+
+A batch is planned in memory against the rows it touches (loaded at the transaction's base
+state), then committed with one Delta commit per table. Records apply in line order, so a later
+record of a batch sees what an earlier one did. The rules (reference §4):
+
+* datapoint: create (id derived from upload and line) or update by ``id``; metadata replaced;
+* tags: upsert per name, a null value deletes one, ``tags: null`` deletes all;
+* one groundtruth per (datapoint, task type) and one prediction per (datapoint, task type,
+  model name): a new one replaces the old together with its children and vectors;
+* an attachment sent with its ``id`` is updated in place (prediction metrics merged);
+* child lists append, update elements by ``id``, and a null or empty list deletes them all.
+
+Each record is checked before it changes anything, so a failing record leaves no trace.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lake import ids
+from lake.errors import RecordError
+from lake.lake import LakeState, Transaction
+from lake.records import AttachmentSpec, ChildSpec, RecordSpec, VectorSpec, json_text, task_key
+from lake.tables import ATTACHMENT_CHILDREN, SCHEMAS
+
+Row = dict[str, Any]
+_PARENT_COLUMN = {"predictions": "prediction", "groundtruths": "groundtruth"}
+
+
+@dataclass
+class BatchCounts:
+    datapoints_created: int = 0
+    datapoints_updated: int = 0
+    predictions: int = 0
+    groundtruths: int = 0
+
+    def add(self, other: BatchCounts) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class IdSource:
+    """Where new row ids come from: derived from (upload, line, slot), or random."""
+
+    created_ms: int
+    salt: int | None = None
+
+    def make(self, line: int, slot: int) -> str:
+        if self.salt is None:
+            return ids.new_id()
+        return ids.derived_id(self.created_ms, self.salt, line, slot)
+
+
+class Changes:
+    """Rows to upsert and ids to delete, per table, for one batch."""
+
+    def __init__(self) -> None:
+        self.upserts: dict[str, dict[str, Row]] = defaultdict(dict)
+        self.deletes: dict[str, set[str]] = defaultdict(set)
+        self.existing: dict[str, set[str]] = defaultdict(set)
+
+    def put(self, table: str, row: Row) -> None:
+        self.upserts[table][row["id"]] = row
+
+    def drop(self, table: str, row_id: str) -> None:
+        self.upserts[table].pop(row_id, None)
+        if row_id in self.existing[table]:
+            self.deletes[table].add(row_id)
+
+    def commit(self, txn: Transaction) -> None:
+        for table in SCHEMAS:
+            rows = list(self.upserts.get(table, {}).values())
+            deletes = sorted(self.deletes.get(table, ()))
+            if not rows and not deletes:
+                continue
+            arrow = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
+            touches_existing = bool(deletes) or any(
+                row["id"] in self.existing[table] for row in rows
+            )
+            if touches_existing:
+                txn.upsert(table, arrow, deletes)
+            else:
+                txn.append(table, arrow)
+
+
+@dataclass
+class Attachment:
+    row: Row
+    children: dict[str, dict[str, Row]] = field(
+        default_factory=lambda: {kind: {} for kind in ATTACHMENT_CHILDREN}
+    )
+    vectors: dict[tuple[str, str], Row] = field(default_factory=dict)
+
+
+@dataclass
+class Datapoint:
+    row: Row
+    tags: dict[str, Row] = field(default_factory=dict)
+    groundtruths: dict[str, Attachment] = field(default_factory=dict)
+    predictions: dict[tuple[str, str], Attachment] = field(default_factory=dict)
+
+    def attachments(self, kind: str) -> dict[Any, Attachment]:
+        return self.groundtruths if kind == "groundtruths" else self.predictions
+
+
+def _key_of(kind: str, row: Row) -> Any:
+    key = task_key(row["task_type"])
+    return key if kind == "groundtruths" else (key, row.get("model_name") or "")
+
+
+class BatchPlanner:
+    """Loads what a batch touches, applies its records in order, and collects the changes."""
+
+    def __init__(
+        self, txn: Transaction, *, organization_id: str, id_source: IdSource, now: datetime
+    ) -> None:
+        self.txn = txn
+        self.state: LakeState = txn.base
+        self.org = organization_id
+        self.id_source = id_source
+        self.now = now
+        self.changes = Changes()
+        self.datapoints: dict[str, Datapoint] = {}
+        self.attachment_owner: dict[str, tuple[str, str]] = {}  # att id -> (kind, datapoint)
+        self.known_parents: set[str] = set()
+        self.counts = BatchCounts()
+
+    # -- loading -------------------------------------------------------------------------------
+    def load(self, specs: Sequence[RecordSpec]) -> None:
+        datapoint_ids = {s.id for s in specs if s.id is not None}
+        attachment_ids = {
+            a.id for s in specs for a in (*s.groundtruths, *s.predictions) if a.id is not None
+        }
+        parent_ids = {
+            s.fields["parent_datapoint"] for s in specs if s.fields.get("parent_datapoint")
+        }
+        if attachment_ids:
+            for kind in ("groundtruths", "predictions"):
+                owners = self._read(kind, "id", attachment_ids, columns=["datapoint"])
+                datapoint_ids.update(owners.column("datapoint").to_pylist())
+        if parent_ids - datapoint_ids:
+            found = self._read("datapoints", "id", parent_ids - datapoint_ids, columns=["id"])
+            self.known_parents.update(found.column("id").to_pylist())
+        if not datapoint_ids:
+            return
+        for row in self._rows("datapoints", "id", datapoint_ids):
+            self.datapoints[row["id"]] = Datapoint(row)
+            self.known_parents.add(row["id"])
+        self._load_children(set(self.datapoints))
+
+    def _read(
+        self, table: str, column: str, values: Iterable[str], columns: list[str] | None = None
+    ) -> pa.Table:
+        value_set = pa.array(sorted(values), pa.string())
+        condition = pc.field(column).isin(value_set) & (pc.field("organization_id") == self.org)
+        return self.txn.lake.read(table, state=self.state, columns=columns, filter=condition)
+
+    def _rows(self, table: str, column: str, values: Iterable[str]) -> list[Row]:
+        rows = self._read(table, column, values).to_pylist()
+        self.changes.existing[table].update(row["id"] for row in rows)
+        return rows
+
+    def _load_children(self, datapoint_ids: set[str]) -> None:
+        for row in self._rows("tags", "datapoint", datapoint_ids):
+            self.datapoints[row["datapoint"]].tags[row["name"]] = row
+        by_id: dict[str, Attachment] = {}
+        for kind in ("groundtruths", "predictions"):
+            for row in self._rows(kind, "datapoint", datapoint_ids):
+                attachment = Attachment(row)
+                by_id[row["id"]] = attachment
+                self.attachment_owner[row["id"]] = (kind, row["datapoint"])
+                self.datapoints[row["datapoint"]].attachments(kind)[_key_of(kind, row)] = attachment
+        for child in ATTACHMENT_CHILDREN:
+            for row in self._rows(child, "datapoint", datapoint_ids):
+                parent = by_id.get(row["prediction"] or row["groundtruth"] or "")
+                if parent is not None:
+                    parent.children[child][row["id"]] = row
+        for row in self._rows("feature_vectors", "datapoint", datapoint_ids):
+            parent = by_id.get(row["prediction"] or "")
+            if parent is not None:
+                parent.vectors[(row["type"], row["model_name"])] = row
+
+    # -- applying ------------------------------------------------------------------------------
+    def apply(self, spec: RecordSpec) -> None:
+        """Apply one record, or raise RecordError having changed nothing."""
+        datapoint = self._resolve(spec)
+        slots = _Slots(spec.line, self.id_source)
+        if datapoint is None:
+            datapoint = self._create(spec, slots)
+        else:
+            self._update(datapoint, spec)
+        if spec.tags_given:
+            self._apply_tags(datapoint, spec.tags, slots)
+        for attachment in (*spec.groundtruths, *spec.predictions):
+            self._apply_attachment(datapoint, attachment, slots)
+        self.counts.groundtruths += len(spec.groundtruths)
+        self.counts.predictions += len(spec.predictions)
+
+    def _resolve(self, spec: RecordSpec) -> Datapoint | None:
+        """Check every id the record names, before anything changes."""
+        datapoint = None
+        if spec.id is not None:
+            datapoint = self.datapoints.get(spec.id)
+            if datapoint is None:
+                raise RecordError(f"Datapoint {spec.id} not found", field="id", line=spec.line)
+        parent = spec.fields.get("parent_datapoint")
+        if parent is not None and parent not in self.known_parents:
+            raise RecordError(
+                f"parent datapoint {parent} not found", field="parent_datapoint", line=spec.line
+            )
+        for index, attachment in enumerate([*spec.groundtruths, *spec.predictions]):
+            where = (
+                f"groundtruths[{index}]"
+                if index < len(spec.groundtruths)
+                else f"predictions[{index - len(spec.groundtruths)}]"
+            )
+            if attachment.id is None:
+                continue
+            owner = self.attachment_owner.get(attachment.id)
+            if owner is None or owner[0] != attachment.kind:
+                raise RecordError(
+                    f"{attachment.kind[:-1].capitalize()} {attachment.id} not found",
+                    field=f"{where}.id",
+                    line=spec.line,
+                )
+            if datapoint is None or owner[1] != datapoint.row["id"]:
+                raise RecordError(
+                    f"{attachment.kind[:-1]} {attachment.id} belongs to datapoint "
+                    f"{owner[1]}, not to this record's",
+                    field=f"{where}.id",
+                    line=spec.line,
+                )
+            existing = self._find(datapoint, attachment)
+            for child_kind, children in attachment.children.items():
+                for position, child in enumerate(children or []):
+                    if child.id is not None and child.id not in existing.children[child_kind]:
+                        raise RecordError(
+                            f"{child_kind[:-1] if child_kind != 'bboxes' else 'bbox'} "
+                            f"{child.id} not found",
+                            line=spec.line,
+                            field=f"{where}.{child_kind}[{position}].id",
+                        )
+        return datapoint
+
+    def _find(self, datapoint: Datapoint, spec: AttachmentSpec) -> Attachment:
+        for attachment in datapoint.attachments(spec.kind).values():
+            if attachment.row["id"] == spec.id:
+                return attachment
+        raise AssertionError("resolved attachment vanished")
+
+    def _create(self, spec: RecordSpec, slots: _Slots) -> Datapoint:
+        row: Row = {
+            "id": slots.next(first=True),
+            "organization_id": self.org,
+            "created_at": self.now,
+            "request_id": None,
+            "type": None,
+            "metadata": None,
+            "text": None,
+            "parent_datapoint": None,
+            **spec.fields,
+        }
+        datapoint = Datapoint(row)
+        self.datapoints[row["id"]] = datapoint
+        self.known_parents.add(row["id"])
+        self.changes.put("datapoints", row)
+        self.counts.datapoints_created += 1
+        return datapoint
+
+    def _update(self, datapoint: Datapoint, spec: RecordSpec) -> None:
+        if spec.fields:
+            datapoint.row = {**datapoint.row, **spec.fields}
+            self.changes.put("datapoints", datapoint.row)
+        self.counts.datapoints_updated += 1
+
+    def _apply_tags(
+        self, datapoint: Datapoint, tags: dict[str, str | None] | None, slots: _Slots
+    ) -> None:
+        if tags is None:
+            for row in datapoint.tags.values():
+                self.changes.drop("tags", row["id"])
+            datapoint.tags.clear()
+            return
+        for name, value in tags.items():
+            current = datapoint.tags.get(name)
+            if value is None:
+                if current is not None:
+                    self.changes.drop("tags", current["id"])
+                    del datapoint.tags[name]
+            elif current is None:
+                row = {
+                    "id": slots.next(),
+                    "organization_id": self.org,
+                    "datapoint": datapoint.row["id"],
+                    "name": name,
+                    "value": value,
+                    "created_at": self.now,
+                }
+                datapoint.tags[name] = row
+                self.changes.put("tags", row)
+            elif current["value"] != value:
+                current = {**current, "value": value}
+                datapoint.tags[name] = current
+                self.changes.put("tags", current)
+
+    # -- attachments ---------------------------------------------------------------------------
+    def _apply_attachment(self, datapoint: Datapoint, spec: AttachmentSpec, slots: _Slots) -> None:
+        kind = spec.kind
+        if spec.id is None:
+            key = spec.key if kind == "groundtruths" else (spec.key, spec.model_name or "")
+            old = datapoint.attachments(kind).pop(key, None)
+            if old is not None:
+                self._drop_attachment(kind, old)
+            row = self._new_attachment_row(datapoint, spec, slots)
+            attachment = Attachment(row)
+            datapoint.attachments(kind)[key] = attachment
+            self.attachment_owner[row["id"]] = (kind, datapoint.row["id"])
+        else:
+            attachment = self._find(datapoint, spec)
+            old_key = _key_of(kind, attachment.row)
+            attachment.row = self._merged_row(attachment.row, spec)
+            new_key = _key_of(kind, attachment.row)
+            if new_key != old_key:  # a task type or model change moves it to another slot
+                attachments = datapoint.attachments(kind)
+                attachments.pop(old_key, None)
+                displaced = attachments.pop(new_key, None)
+                if displaced is not None:
+                    self._drop_attachment(kind, displaced)
+                attachments[new_key] = attachment
+        self.changes.put(kind, attachment.row)
+        for child_kind, children in spec.children.items():
+            self._apply_children(datapoint, kind, attachment, child_kind, children, slots)
+        for vector in spec.vectors:
+            self._apply_vector(datapoint, attachment, vector, slots)
+
+    def _drop_attachment(self, kind: str, attachment: Attachment) -> None:
+        self.changes.drop(kind, attachment.row["id"])
+        self.attachment_owner.pop(attachment.row["id"], None)
+        for child_kind, rows in attachment.children.items():
+            for row_id in rows:
+                self.changes.drop(child_kind, row_id)
+        for row in attachment.vectors.values():
+            self.changes.drop("feature_vectors", row["id"])
+
+    def _new_attachment_row(self, datapoint: Datapoint, spec: AttachmentSpec, slots: _Slots) -> Row:
+        row: Row = dict.fromkeys(SCHEMAS[spec.kind].names)
+        row.update(
+            id=slots.next(),
+            organization_id=self.org,
+            datapoint=datapoint.row["id"],
+            task_type=spec.task_type,
+            created_at=self.now,
+        )
+        if spec.kind == "predictions":
+            row["model_name"] = spec.model_name or ""
+            row["metrics"] = json_text(spec.metrics) if spec.metrics else None
+        row.update(spec.fields)
+        return row
+
+    def _merged_row(self, current: Row, spec: AttachmentSpec) -> Row:
+        row = {**current, **spec.fields}
+        if spec.task_type is not None:
+            row["task_type"] = spec.task_type
+        if spec.kind == "predictions":
+            if spec.model_name is not None:
+                row["model_name"] = spec.model_name
+            if spec.metrics:
+                merged = {**_json(current.get("metrics")), **spec.metrics}
+                row["metrics"] = json_text(merged)
+        return row
+
+    def _apply_children(
+        self,
+        datapoint: Datapoint,
+        kind: str,
+        attachment: Attachment,
+        child_kind: str,
+        children: list[ChildSpec] | None,
+        slots: _Slots,
+    ) -> None:
+        current = attachment.children[child_kind]
+        if children is None:
+            for row_id in current:
+                self.changes.drop(child_kind, row_id)
+            current.clear()
+            return
+        for child in children:
+            if child.id is not None:
+                row = {**current[child.id], **child.fields}
+                if child.metrics:
+                    row["metrics"] = json_text({**_json(row.get("metrics")), **child.metrics})
+            else:
+                row = dict.fromkeys(SCHEMAS[child_kind].names)
+                row.update(
+                    id=slots.next(),
+                    organization_id=self.org,
+                    datapoint=datapoint.row["id"],
+                    created_at=self.now,
+                    **child.fields,
+                )
+                row[_PARENT_COLUMN[kind]] = attachment.row["id"]
+                if child.metrics:
+                    row["metrics"] = json_text(child.metrics)
+            current[row["id"]] = row
+            self.changes.put(child_kind, row)
+
+    def _apply_vector(
+        self, datapoint: Datapoint, attachment: Attachment, vector: VectorSpec, slots: _Slots
+    ) -> None:
+        model = attachment.row.get("model_name") or ""
+        if vector.clear_all:
+            for key in [k for k in attachment.vectors if k[0] == vector.type]:
+                self.changes.drop("feature_vectors", attachment.vectors.pop(key)["id"])
+            return
+        name = f"{model}:{vector.layer}" if vector.layer else model
+        key = (vector.type, name)
+        old = attachment.vectors.pop(key, None)
+        if old is not None:
+            self.changes.drop("feature_vectors", old["id"])
+        if vector.value is None:
+            return
+        row = {
+            "id": slots.next(),
+            "organization_id": self.org,
+            "type": vector.type,
+            "prediction": attachment.row["id"],
+            "datapoint": datapoint.row["id"],
+            "bbox": None,
+            "model_name": name,
+            "metadata": None,
+            "value": vector.value,
+            "shape": vector.shape,
+        }
+        attachment.vectors[key] = row
+        self.changes.put("feature_vectors", row)
+
+
+class _Slots:
+    """Hands out the ids of the rows one record creates, in order."""
+
+    def __init__(self, line: int, source: IdSource) -> None:
+        self.line = line
+        self.source = source
+        self.slot = 0
+
+    def next(self, *, first: bool = False) -> str:
+        slot = 0 if first else self.slot + 1
+        self.slot = max(self.slot, slot)
+        return self.source.make(self.line, slot)
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    value = orjson.loads(text)
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,247 @@
+"""A lake: Delta tables under one root, read and written at consistent states.
+
+A *lake state* is the set of table versions left behind by the last completed batch. Writers
+commit a batch under the lake-wide writer lock, one Delta commit per table, then publish the
+next state (a small JSON object created with create-if-absent semantics). Readers read every
+table at the versions of the latest published state, so they never see half a batch.
+
+A writer that dies between its table commits and its publication leaves an *intent* marker;
+the next writer finds it and restores the tables to the last published state before it writes,
+so an interrupted batch is rolled back and can be re-run without duplicating anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lake.delta import DeltaStore
+from lake.errors import StorageError
+from lake.storage import LakeLocation, ObjectStore, S3Options
+from lake.tables import SCHEMAS, TABLE_NAMES, empty
+
+_STATE_PREFIX = "_shoal/state/"
+_LATEST_HINT = "_shoal/latest_state"
+_INTENT = "_shoal/commit_intent"
+
+
+@dataclass(frozen=True)
+class LakeState:
+    """Table versions that form a consistent lake; ``seq`` counts published states."""
+
+    seq: int
+    versions: dict[str, int] = field(default_factory=dict)
+    created_at: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {"seq": self.seq, "versions": self.versions, "created_at": self.created_at}
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> LakeState:
+        data = json.loads(raw)
+        return cls(
+            int(data["seq"]),
+            {k: int(v) for k, v in data["versions"].items()},
+            str(data.get("created_at", "")),
+        )
+
+
+EMPTY_STATE = LakeState(-1)
+
+
+def _state_key(seq: int) -> str:
+    return f"{_STATE_PREFIX}{seq:020d}.json"
+
+
+class Lake:
+    """Open a lake at ``uri`` (a folder, ``file://`` or ``s3://bucket/prefix``).
+
+    With no ``uri`` the lake is ``$SHOAL_LAKE`` or ``./shoal-data``.
+    """
+
+    def __init__(
+        self, uri: str | None = None, *, s3: S3Options | None = None, lock_timeout: float = 300.0
+    ) -> None:
+        self.location = LakeLocation.parse(uri, s3=s3)
+        self.store: ObjectStore = self.location.open_store()
+        self.delta = DeltaStore(self.location)
+        self.lock_timeout = lock_timeout
+
+    @property
+    def uri(self) -> str:
+        return self.location.uri
+
+    def __repr__(self) -> str:
+        return f"Lake({self.uri!r})"
+
+    # -- states --------------------------------------------------------------------------------
+    def state(self) -> LakeState:
+        """The latest published state (EMPTY_STATE for a lake nothing was written to)."""
+        hint = self.store.get(_LATEST_HINT)
+        seq = int(hint) if hint else -1
+        found: LakeState | None = None
+        if seq >= 0:
+            raw = self.store.get(_state_key(seq))
+            if raw is None:  # a hint newer than any state cannot happen; rescan to be safe
+                return self._scan_states()
+            found = LakeState.from_json(raw)
+        while True:  # the hint may lag behind: walk forward
+            raw = self.store.get(_state_key(seq + 1))
+            if raw is None:
+                break
+            found = LakeState.from_json(raw)
+            seq += 1
+        if found is None:
+            return self._scan_states() if seq < 0 else EMPTY_STATE
+        return found
+
+    def _scan_states(self) -> LakeState:
+        keys = [k for k in self.store.list(_STATE_PREFIX) if k.endswith(".json")]
+        if not keys:
+            return EMPTY_STATE
+        raw = self.store.get(keys[-1])
+        return LakeState.from_json(raw) if raw else EMPTY_STATE
+
+    # -- reading -------------------------------------------------------------------------------
+    def read(
+        self,
+        table: str,
+        *,
+        state: LakeState | None = None,
+        columns: Sequence[str] | None = None,
+        filter: pc.Expression | None = None,
+    ) -> pa.Table:
+        """Rows of ``table`` at ``state`` (the latest by default) as an Arrow table."""
+        state = state or self.state()
+        version = state.versions.get(table)
+        if version is None:
+            result = empty(table)
+            if columns is not None:
+                result = result.select(list(columns))
+            return result
+        return self.delta.read(table, version, columns=columns, filter=filter)
+
+    def scan(self, table: str, *, state: LakeState | None = None) -> pl.LazyFrame:
+        state = state or self.state()
+        version = state.versions.get(table)
+        if version is None:
+            return pl.LazyFrame(schema=pl.from_arrow(empty(table)).schema)  # type: ignore[union-attr]
+        return self.delta.scan(table, version)
+
+    def count(self, table: str, *, state: LakeState | None = None) -> int:
+        state = state or self.state()
+        version = state.versions.get(table)
+        return 0 if version is None else self.delta.count(table, version)
+
+    def stats(self) -> dict[str, Any]:
+        state = self.state()
+        return {
+            "lake": self.uri,
+            "state": state.seq,
+            "tables": {name: self.count(name, state=state) for name in TABLE_NAMES},
+        }
+
+    # -- writing -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """Hold the writer lock, commit tables through the yielded object, publish on success.
+
+        If the body raises, nothing is published and the tables are restored to the state
+        they had, so readers and later writers never see the partial batch.
+        """
+        with self.store.writer_lock(timeout=self.lock_timeout):
+            base = self._repair_if_interrupted(self.state())
+            txn = Transaction(self, base)
+            try:
+                yield txn
+            except BaseException:
+                if txn.dirty:
+                    self._restore(base, txn.versions)
+                    self.store.delete(_INTENT)
+                raise
+            if txn.dirty:
+                self._publish(base, txn.versions)
+                self.store.delete(_INTENT)
+
+    def _publish(self, base: LakeState, versions: dict[str, int]) -> LakeState:
+        new = LakeState(base.seq + 1, dict(versions), datetime.now(UTC).isoformat())
+        if not self.store.put_if_absent(_state_key(new.seq), new.to_json()):
+            raise StorageError(
+                f"lake state {new.seq} was published by another writer while this one held "
+                "the writer lock; is a writer running without the lock?"
+            )
+        self.store.put(_LATEST_HINT, str(new.seq).encode())
+        return new
+
+    def _repair_if_interrupted(self, state: LakeState) -> LakeState:
+        intent = self.store.get(_INTENT)
+        if intent is None:
+            return state
+        latest = {name: self.delta.latest_version(name) for name in TABLE_NAMES}
+        self._restore(state, {k: v for k, v in latest.items() if v is not None})
+        self.store.delete(_INTENT)
+        return state
+
+    def _restore(self, base: LakeState, current: dict[str, int]) -> None:
+        """Undo commits made after ``base`` (those of an interrupted or failed batch)."""
+        for name, version in current.items():
+            published = base.versions.get(name)
+            if published is None:
+                continue  # a table created by the failed batch holds nothing readers see
+            if version > published and self.delta.latest_version(name) != published:
+                self.delta.restore(name, published)
+
+
+class Transaction:
+    """The commits of one batch. Reads inside it see the base state."""
+
+    def __init__(self, lake: Lake, base: LakeState) -> None:
+        self.lake = lake
+        self.base = base
+        self.versions = dict(base.versions)
+        self.dirty = False
+
+    def _begin(self, table: str) -> None:
+        if not self.dirty:
+            self.lake.store.put(
+                _INTENT, json.dumps({"base": self.base.seq, "at": time.time()}).encode()
+            )
+            self.dirty = True
+        if table not in self.versions:
+            version = self.lake.delta.create(table)
+            if version > 0:  # left over by a writer that died before publishing it
+                version = self.lake.delta.restore(table, 0)
+            self.versions[table] = version
+
+    def append(self, table: str, rows: pa.Table) -> None:
+        if rows.num_rows == 0:
+            return
+        self._begin(table)
+        self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
+
+    def upsert(self, table: str, rows: pa.Table, delete_ids: Sequence[str] = ()) -> None:
+        """Update rows by id (insert the new ones) and delete ``delete_ids``, in one commit."""
+        if rows.num_rows == 0 and not delete_ids:
+            return
+        self._begin(table)
+        if not delete_ids and self.base.versions.get(table) is None:
+            self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
+            return
+        self.versions[table] = self.lake.delta.upsert(table, rows.cast(SCHEMAS[table]), delete_ids)
+
+    def ensure_tables(self, names: Sequence[str] = TABLE_NAMES) -> None:
+        """Create missing tables so that the published state names every one of them."""
+        for name in names:
+            if name not in self.versions:
+                self._begin(name)

@@ -1,0 +1,436 @@
+"""Where a lake lives: a local folder or an ``s3://bucket/prefix``, behind one small interface.
+
+This is the only module that knows object-store option keys (for boto3 and for delta-rs). It
+offers what the lake needs beside Delta tables: small files with create-if-absent semantics (the
+lake state log), streamed reads of landed uploads, and the lake-wide writer lock.
+
+Configuration comes from explicit arguments first, then the environment:
+
+=========================  ==============================================================
+``SHOAL_LAKE``             the default lake root (``./shoal-data`` when unset)
+``SHOAL_S3_ENDPOINT``      S3 endpoint URL (also ``AWS_ENDPOINT_URL``), e.g. MinIO
+``AWS_ACCESS_KEY_ID``      S3 credentials (``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``)
+``AWS_REGION``             S3 region (``AWS_DEFAULT_REGION``; ``us-east-1`` when unset)
+=========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from lake.errors import ConfigError, LockTimeoutError, StorageError
+
+DEFAULT_LAKE = "./shoal-data"
+_LOCK_KEY = "_shoal/writer.lock"
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Connection options of an S3-compatible store."""
+
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    region: str = "us-east-1"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> S3Options:
+        env = os.environ
+        values: dict[str, Any] = {
+            "endpoint_url": env.get("SHOAL_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL"),
+            "access_key_id": env.get("AWS_ACCESS_KEY_ID"),
+            "secret_access_key": env.get("AWS_SECRET_ACCESS_KEY"),
+            "session_token": env.get("AWS_SESSION_TOKEN"),
+            "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class LakeLocation:
+    """A parsed lake root: ``file`` with a folder path, or ``s3`` with bucket and prefix."""
+
+    scheme: str
+    path: str  # absolute folder for "file", "bucket/prefix" (no trailing slash) for "s3"
+    s3: S3Options = field(default_factory=S3Options)
+
+    @classmethod
+    def parse(
+        cls,
+        uri: str | os.PathLike[str] | None = None,
+        *,
+        s3: S3Options | None = None,
+    ) -> LakeLocation:
+        raw = str(uri) if uri is not None else os.environ.get("SHOAL_LAKE") or DEFAULT_LAKE
+        if raw.startswith("s3://"):
+            rest = raw[len("s3://") :].strip("/")
+            if not rest:
+                raise ConfigError(f"lake URI {raw!r} names no bucket (expected s3://bucket/prefix)")
+            return cls("s3", rest, s3 or S3Options.from_env())
+        if "://" in raw and not raw.startswith("file://"):
+            scheme = raw.split("://", 1)[0]
+            raise ConfigError(
+                f"lake URI {raw!r}: unsupported scheme {scheme!r} (use a folder or s3://)"
+            )
+        folder = raw[len("file://") :] if raw.startswith("file://") else raw
+        return cls("file", str(Path(folder).expanduser().resolve()))
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.path}" if self.scheme == "s3" else self.path
+
+    def join(self, *parts: str) -> str:
+        """The URI of ``parts`` under the root, as delta-rs and polars expect it."""
+        return "/".join([self.uri.rstrip("/"), *parts])
+
+    def delta_storage_options(self) -> dict[str, str]:
+        """Options for delta-rs (and polars' Delta reader)."""
+        if self.scheme != "s3":
+            return {}
+        opts = {"AWS_REGION": self.s3.region, "aws_conditional_put": "etag"}
+        if self.s3.endpoint_url:
+            opts["AWS_ENDPOINT_URL"] = self.s3.endpoint_url
+            if self.s3.endpoint_url.startswith("http://"):
+                opts["AWS_ALLOW_HTTP"] = "true"
+        if self.s3.access_key_id:
+            opts["AWS_ACCESS_KEY_ID"] = self.s3.access_key_id
+        if self.s3.secret_access_key:
+            opts["AWS_SECRET_ACCESS_KEY"] = self.s3.secret_access_key
+        if self.s3.session_token:
+            opts["AWS_SESSION_TOKEN"] = self.s3.session_token
+        return opts
+
+    def open_store(self) -> ObjectStore:
+        return S3Store(self) if self.scheme == "s3" else LocalStore(Path(self.path))
+
+
+class ObjectStore(ABC):
+    """Small objects and streams under the lake root, addressed by ``/``-separated keys."""
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create ``key`` only if it does not exist; False when it already did."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+
+    @abstractmethod
+    def open_read(self, key: str) -> IO[bytes]:
+        """A binary stream over the object (raises StorageError when absent)."""
+
+    @abstractmethod
+    def upload_file(self, key: str, source: str | os.PathLike[str]) -> None: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int | None: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` (a folder-like prefix ending in ``/``), sorted."""
+
+    @abstractmethod
+    def writer_lock(self, *, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """The lake-wide writer lock, held for the commit phase of one batch."""
+
+
+class LocalStore(ObjectStore):
+    """The embedded lake: a folder on the local file system."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._thread_lock = threading.Lock()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)  # atomic, fails if the target exists
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def open_read(self, key: str) -> IO[bytes]:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError as exc:
+            raise StorageError(f"object {key!r} not found in the lake") from exc
+
+    def upload_file(self, key: str, source: str | os.PathLike[str]) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+
+    def size(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def list(self, prefix: str) -> list[str]:
+        folder = self._path(prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(prefix + p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+    @contextlib.contextmanager
+    def writer_lock(self, *, timeout: float) -> Iterator[None]:
+        # flock is released by the kernel when the process dies, so a crash never leaves the
+        # lake locked; the thread lock keeps threads of one process from contending on it.
+        deadline = time.monotonic() + timeout
+        if not self._thread_lock.acquire(timeout=timeout):
+            raise LockTimeoutError(f"writer lock of {self.root} busy for {timeout:.0f}s")
+        try:
+            path = self._path(_LOCK_KEY)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a+b") as handle:
+                while True:
+                    try:
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except OSError as exc:
+                        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                            raise
+                        if time.monotonic() > deadline:
+                            raise LockTimeoutError(
+                                f"writer lock of {self.root} held by another process for "
+                                f"{timeout:.0f}s"
+                            ) from exc
+                        time.sleep(0.01)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            self._thread_lock.release()
+
+
+class S3Store(ObjectStore):
+    """A lake under ``s3://bucket/prefix`` on any S3-compatible server with conditional PUT."""
+
+    lease_seconds = 60.0
+
+    def __init__(self, location: LakeLocation) -> None:
+        import boto3
+        from botocore.config import Config
+
+        bucket, _, prefix = location.path.partition("/")
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        opts = location.s3
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=opts.endpoint_url,
+            aws_access_key_id=opts.access_key_id,
+            aws_secret_access_key=opts.secret_access_key,
+            aws_session_token=opts.session_token,
+            region_name=opts.region,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16),
+        )
+        self._thread_lock = threading.Lock()
+        self._owner = uuid.uuid4().hex
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    @staticmethod
+    def _code(exc: Exception) -> str:
+        response = getattr(exc, "response", None) or {}
+        return str(response.get("Error", {}).get("Code", ""))
+
+    def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(Bucket=self.bucket, **kwargs)
+        except ClientError:
+            raise
+        except BotoCoreError as exc:
+            raise StorageError(f"S3 {what} on bucket {self.bucket!r} failed: {exc}") from exc
+
+    def put(self, key: str, data: bytes) -> None:
+        self._call("put", self.client.put_object, Key=self._key(key), Body=data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._call(
+                "put", self.client.put_object, Key=self._key(key), Body=data, IfNoneMatch="*"
+            )
+        except ClientError as exc:
+            if self._code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                return False
+            raise StorageError(f"S3 put of {key!r} failed: {exc}") from exc
+        return True
+
+    def get(self, key: str) -> bytes | None:
+        got = self._get_with_etag(key)
+        return None if got is None else got[0]
+
+    def _get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self._call("get", self.client.get_object, Key=self._key(key))
+        except ClientError as exc:
+            if self._code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise StorageError(f"S3 get of {key!r} failed: {exc}") from exc
+        return response["Body"].read(), response["ETag"]
+
+    def open_read(self, key: str) -> IO[bytes]:
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self._call("get", self.client.get_object, Key=self._key(key))
+        except ClientError as exc:
+            raise StorageError(f"object {key!r} not readable in the lake: {exc}") from exc
+        return response["Body"]
+
+    def upload_file(self, key: str, source: str | os.PathLike[str]) -> None:
+        try:
+            self.client.upload_file(str(source), self.bucket, self._key(key))
+        except Exception as exc:
+            raise StorageError(f"S3 upload of {source} to {key!r} failed: {exc}") from exc
+
+    def size(self, key: str) -> int | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self._call("head", self.client.head_object, Key=self._key(key))
+        except ClientError:
+            return None
+        return int(head["ContentLength"])
+
+    def delete(self, key: str) -> None:
+        self._call("delete", self.client.delete_object, Key=self._key(key))
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    @contextlib.contextmanager
+    def writer_lock(self, *, timeout: float) -> Iterator[None]:
+        if not self._thread_lock.acquire(timeout=timeout):
+            raise LockTimeoutError(f"writer lock of s3://{self.bucket}/{self.prefix} busy")
+        try:
+            etag = self._acquire_lease(timeout)
+            try:
+                yield
+            finally:
+                self._release_lease(etag)
+        finally:
+            self._thread_lock.release()
+
+    def _lease_body(self) -> bytes:
+        return json.dumps(
+            {"owner": self._owner, "expires_at": time.time() + self.lease_seconds}
+        ).encode()
+
+    def _acquire_lease(self, timeout: float) -> str:
+        """Take the lease object with conditional PUTs; take over an expired one atomically."""
+        from botocore.exceptions import ClientError
+
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        key = self._key(_LOCK_KEY)
+        while True:
+            try:
+                response = self._call(
+                    "lock",
+                    self.client.put_object,
+                    Key=key,
+                    Body=self._lease_body(),
+                    IfNoneMatch="*",
+                )
+                return str(response["ETag"])
+            except ClientError as exc:
+                if self._code(exc) not in (
+                    "PreconditionFailed",
+                    "412",
+                    "ConditionalRequestConflict",
+                ):
+                    raise StorageError(f"S3 writer lock failed: {exc}") from exc
+            current = self._get_with_etag(_LOCK_KEY)
+            if current is not None:
+                body, etag = current
+                try:
+                    expires_at = float(json.loads(body)["expires_at"])
+                except (ValueError, KeyError, TypeError):
+                    expires_at = 0.0
+                if expires_at < time.time():
+                    try:  # only one taker wins: the PUT is conditional on the stale ETag
+                        response = self._call(
+                            "lock",
+                            self.client.put_object,
+                            Key=key,
+                            Body=self._lease_body(),
+                            IfMatch=etag,
+                        )
+                        return str(response["ETag"])
+                    except ClientError:
+                        pass
+            if time.monotonic() > deadline:
+                raise LockTimeoutError(
+                    f"writer lock of s3://{self.bucket}/{self.prefix} held by another writer "
+                    f"for {timeout:.0f}s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    def _release_lease(self, etag: str) -> None:
+        from botocore.exceptions import ClientError
+
+        with contextlib.suppress(ClientError, StorageError):
+            self._call("unlock", self.client.delete_object, Key=self._key(_LOCK_KEY), IfMatch=etag)

@@ -1,0 +1,339 @@
+"""Uploads: a file kept in the lake's landing area, a row in ``uploads``, and the job applying it.
+
+Status lifecycle: ``RUNNING`` → ``SUCCEEDED`` (every line processed; failed records listed),
+``FAILED`` (the input cannot be read, or the lake failed), ``TIMED_OUT`` (past its deadline) or
+``ABORTED`` (cancelled). Progress (``lines_done``) is committed in the same lake state as each
+batch's rows, so a job interrupted at any point resumes after its last committed batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lake import ids
+from lake.errors import InputError, LakeError, NotFoundError, RecordError
+from lake.ingest import BatchCounts, BatchPlanner, IdSource
+from lake.lake import Lake
+from lake.ndjson import DEFAULT_MAX_LINE, Line, LineReader, parse_line
+from lake.records import RecordSpec, normalise
+from lake.tables import SCHEMAS
+
+DEFAULT_ORGANIZATION = "default"
+DEFAULT_BATCH_SIZE = 50_000
+MAX_STORED_ERRORS = 1000
+_ABORT_PREFIX = "_shoal/abort/"
+
+
+class UploadStatus(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    ABORTED = "ABORTED"
+
+    @property
+    def finished(self) -> bool:
+        return self is not UploadStatus.RUNNING
+
+
+@dataclass
+class Upload:
+    """What the lake knows of one upload."""
+
+    id: str
+    organization_id: str
+    status: UploadStatus
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    source: str = ""
+    landing_key: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    lines_done: int = 0
+    records_read: int = 0
+    counts: BatchCounts = field(default_factory=BatchCounts)
+    failures: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    error_message: str | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Upload:
+        return cls(
+            id=row["id"],
+            organization_id=row["organization_id"],
+            status=UploadStatus(row["status"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            finished_at=row["finished_at"],
+            source=row["source"] or "",
+            landing_key=row["landing_key"] or "",
+            options=json.loads(row["options"] or "{}"),
+            lines_done=row["lines_done"] or 0,
+            records_read=row["records_read"] or 0,
+            counts=BatchCounts(
+                row["datapoints_created"] or 0,
+                row["datapoints_updated"] or 0,
+                row["predictions"] or 0,
+                row["groundtruths"] or 0,
+            ),
+            failures=row["failures"] or 0,
+            errors=json.loads(row["errors"] or "[]"),
+            error_message=row["error_message"],
+        )
+
+    def to_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "organization_id": self.organization_id,
+            "status": str(self.status),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "finished_at": self.finished_at,
+            "source": self.source,
+            "landing_key": self.landing_key,
+            "options": json.dumps(self.options),
+            "lines_done": self.lines_done,
+            "records_read": self.records_read,
+            **asdict(self.counts),
+            "failures": self.failures,
+            "errors": json.dumps(self.errors),
+            "error_message": self.error_message,
+        }
+
+    def summary(self, *, max_errors: int = 10) -> dict[str, Any]:
+        """A JSON-ready digest: id, status, counts, first errors."""
+        return {
+            "id": self.id,
+            "status": str(self.status),
+            "records_read": self.records_read,
+            **asdict(self.counts),
+            "failures": self.failures,
+            "errors": self.errors[:max_errors],
+            "error_message": self.error_message,
+        }
+
+    def record_errors(self, errors: Iterable[RecordError]) -> None:
+        for error in errors:
+            self.failures += 1
+            if len(self.errors) < MAX_STORED_ERRORS:
+                self.errors.append(error.to_dict())
+
+
+ProgressCallback = Callable[[int], None]
+
+
+class Uploads:
+    """Create, inspect and run the uploads of one lake."""
+
+    def __init__(
+        self, lake: Lake, *, batch_size: int = DEFAULT_BATCH_SIZE, max_line: int = DEFAULT_MAX_LINE
+    ) -> None:
+        self.lake = lake
+        self.batch_size = batch_size
+        self.max_line = max_line
+
+    # -- creating and reading ------------------------------------------------------------------
+    def create(
+        self,
+        source: str | os.PathLike[str] | bytes,
+        *,
+        organization_id: str = DEFAULT_ORGANIZATION,
+        options: dict[str, Any] | None = None,
+    ) -> Upload:
+        """Land ``source`` (a file path or bytes) in the lake and record a RUNNING upload."""
+        upload_id = ids.new_id()
+        key = f"_landing/{upload_id}"
+        if isinstance(source, bytes):
+            self.lake.store.put(key, source)
+            label = f"<{len(source)} bytes>"
+        else:
+            if not os.path.isfile(source):
+                raise InputError(f"no such file: {os.fspath(source)}")
+            self.lake.store.upload_file(key, source)
+            label = os.path.basename(os.fspath(source))
+        now = datetime.now(UTC)
+        upload = Upload(
+            upload_id,
+            organization_id,
+            UploadStatus.RUNNING,
+            now,
+            now,
+            source=label,
+            landing_key=key,
+            options=dict(options or {}),
+        )
+        self._save(upload)
+        return upload
+
+    def _save(self, upload: Upload) -> None:
+        with self.lake.transaction() as txn:
+            txn.upsert("uploads", _rows([upload]))
+
+    def get(self, upload_id: str, *, organization_id: str | None = None) -> Upload:
+        canonical = ids.canonical(upload_id)
+        condition = pc.field("id") == (canonical or upload_id)
+        if organization_id is not None:
+            condition &= pc.field("organization_id") == organization_id
+        rows = self.lake.read("uploads", filter=condition).to_pylist()
+        if not rows:
+            raise NotFoundError(f"upload {upload_id} not found")
+        return Upload.from_row(rows[0])
+
+    def list_uploads(
+        self, *, organization_id: str | None = None, status: UploadStatus | None = None
+    ) -> list[Upload]:
+        condition = None
+        if organization_id is not None:
+            condition = pc.field("organization_id") == organization_id
+        if status is not None:
+            by_status = pc.field("status") == str(status)
+            condition = by_status if condition is None else condition & by_status
+        rows = self.lake.read("uploads", filter=condition).to_pylist()
+        uploads = [Upload.from_row(row) for row in rows]
+        return sorted(uploads, key=lambda u: u.created_at, reverse=True)
+
+    def abort(self, upload_id: str, *, organization_id: str | None = None) -> Upload:
+        """Cancel a RUNNING upload; batches already committed stay."""
+        upload = self.get(upload_id, organization_id=organization_id)
+        if upload.status.finished:
+            return upload
+        self.lake.store.put(_ABORT_PREFIX + upload.id, b"1")
+        with self.lake.transaction() as txn:
+            current = self._current(upload.id, txn.base)
+            if current.status.finished:
+                return current
+            current.status = UploadStatus.ABORTED
+            current.finished_at = current.updated_at = datetime.now(UTC)
+            txn.upsert("uploads", _rows([current]))
+        return current
+
+    def _current(self, upload_id: str, state: Any) -> Upload:
+        rows = self.lake.read(
+            "uploads", state=state, filter=pc.field("id") == upload_id
+        ).to_pylist()
+        if not rows:
+            raise NotFoundError(f"upload {upload_id} not found")
+        return Upload.from_row(rows[0])
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, upload_id: str, *, progress: ProgressCallback | None = None) -> Upload:
+        """Process a RUNNING upload to its end (resuming after its last committed batch)."""
+        upload = self.get(upload_id)
+        if upload.status.finished:
+            return upload
+        deadline = _deadline(upload)
+        try:
+            stream = self.lake.store.open_read(upload.landing_key)
+        except LakeError as exc:
+            return self._finish(upload, UploadStatus.FAILED, f"cannot open the upload: {exc}")
+        with stream:
+            return self._run(upload, stream, deadline, progress)
+
+    def _run(
+        self,
+        upload: Upload,
+        stream: IO[bytes],
+        deadline: float | None,
+        progress: ProgressCallback | None,
+    ) -> Upload:
+        reader = LineReader(stream, max_line=self.max_line)
+        id_source = IdSource(int(upload.created_at.timestamp() * 1000), ids.salt_of(upload.id))
+        try:
+            for batch in _batches(reader, upload.lines_done, self.batch_size):
+                upload = self._commit_batch(upload, batch, id_source)
+                if progress is not None:
+                    progress(reader.bytes_read)
+                if upload.status.finished:
+                    return upload
+                if deadline is not None and time.monotonic() > deadline:
+                    return self._finish(
+                        upload, UploadStatus.TIMED_OUT, "the upload passed its deadline"
+                    )
+        except InputError as exc:
+            return self._finish(upload, UploadStatus.FAILED, str(exc))
+        except LakeError as exc:
+            return self._finish(upload, UploadStatus.FAILED, f"the lake failed: {exc}")
+        return self._finish(upload, UploadStatus.SUCCEEDED, None)
+
+    def _commit_batch(self, upload: Upload, lines: list[Line], id_source: IdSource) -> Upload:
+        specs: list[RecordSpec] = []
+        errors: list[RecordError] = []
+        for line in lines:
+            if line.error is not None:
+                errors.append(line.error)
+                continue
+            try:
+                specs.append(normalise(parse_line(line.data), line.number))
+            except RecordError as exc:
+                exc.line = line.number
+                errors.append(exc)
+        with self.lake.transaction() as txn:
+            current = self._current(upload.id, txn.base)
+            if current.status.finished or self.lake.store.get(_ABORT_PREFIX + upload.id):
+                return current
+            now = datetime.now(UTC)
+            planner = BatchPlanner(
+                txn, organization_id=upload.organization_id, id_source=id_source, now=now
+            )
+            planner.load(specs)
+            for spec in specs:
+                try:
+                    planner.apply(spec)
+                except RecordError as exc:
+                    errors.append(exc)
+            planner.changes.commit(txn)
+            errors.sort(key=lambda e: e.line or 0)
+            current.record_errors(errors)
+            current.counts.add(planner.counts)
+            current.records_read += len(lines)
+            current.lines_done = lines[-1].number
+            current.updated_at = now
+            txn.upsert("uploads", _rows([current]))
+        return current
+
+    def _finish(self, upload: Upload, status: UploadStatus, message: str | None) -> Upload:
+        with self.lake.transaction() as txn:
+            current = self._current(upload.id, txn.base)
+            if current.status.finished:
+                return current
+            current.status = status
+            current.error_message = message
+            current.finished_at = current.updated_at = datetime.now(UTC)
+            txn.upsert("uploads", _rows([current]))
+        self.lake.store.delete(_ABORT_PREFIX + upload.id)
+        return current
+
+
+def _deadline(upload: Upload) -> float | None:
+    timeout = upload.options.get("timeout_seconds")
+    if not timeout:
+        return None
+    elapsed = (datetime.now(UTC) - upload.created_at).total_seconds()
+    return time.monotonic() + float(timeout) - elapsed
+
+
+def _batches(reader: LineReader, skip_through: int, size: int) -> Iterator[list[Line]]:
+    batch: list[Line] = []
+    for line in reader:
+        if line.number <= skip_through:
+            continue
+        batch.append(line)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _rows(uploads: list[Upload]) -> pa.Table:
+    return pa.Table.from_pylist([u.to_row() for u in uploads], schema=SCHEMAS["uploads"])

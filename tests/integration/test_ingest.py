@@ -1,0 +1,329 @@
+"""Ingestion rules, on the local-folder lake and on the S3 lake (reference §4)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from lake import UploadStatus
+
+
+def classification(model: str = "m1", logits: list[float] | None = None) -> dict[str, object]:
+    return {
+        "task_type": "CLASSIFICATION",
+        "model_name": model,
+        "logits": logits or [0.1, 0.2, 0.8],
+        "class_names": ["a", "b", "c"],
+    }
+
+
+def test_create_datapoints_with_everything(ingest) -> None:  # type: ignore[no-untyped-def]
+    upload = ingest(
+        [
+            {
+                "type": "IMAGE",
+                "metadata": {"uri": "s3://b/1.jpg"},
+                "tags": {"split": "train", "n": 3},
+                "groundtruths": [{"task_type": "CLASSIFICATION", "class_name": "c"}],
+                "predictions": [{**classification(), "embeddings": {"layer4": [0.5, 0.25]}}],
+            }
+        ]
+    )
+    assert upload.status is UploadStatus.SUCCEEDED
+    assert upload.summary()["datapoints_created"] == 1
+    datapoint = ingest.one("datapoints")
+    assert json.loads(datapoint["metadata"]) == {"uri": "s3://b/1.jpg"}
+    assert datapoint["type"] == "IMAGE"
+    assert {(t["name"], t["value"]) for t in ingest.rows("tags")} == {
+        ("split", "train"),
+        ("n", "3"),
+    }
+    prediction = ingest.one("predictions")
+    assert prediction["datapoint"] == datapoint["id"]
+    assert prediction["confidences"] == [0.2427818748077445, 0.2683154674734019, 0.4889026577188538]
+    assert json.loads(prediction["metrics"]) == {"entropy": 0.9525912616642588}
+    vectors = {(v["type"], v["model_name"]): v for v in ingest.rows("feature_vectors")}
+    assert set(vectors) == {("LOGITS", "m1"), ("EMBEDDINGS", "m1:layer4")}
+    assert vectors[("EMBEDDINGS", "m1:layer4")]["value"] == [0.5, 0.25]
+    assert ingest.one("groundtruths")["class_name"] == "c"
+
+
+def test_update_by_id_replaces_metadata_and_upserts_tags(ingest) -> None:  # type: ignore[no-untyped-def]
+    ingest(
+        [
+            {
+                "type": "IMAGE",
+                "metadata": {"uri": "a", "w": 1},
+                "tags": {"keep": "1", "change": "old", "drop": "x"},
+            }
+        ]
+    )
+    dp = ingest.one("datapoints")["id"]
+    upload = ingest(
+        [{"id": dp, "metadata": {"uri": "b"}, "tags": {"change": "new", "drop": None, "add": "y"}}]
+    )
+    assert upload.summary()["datapoints_updated"] == 1
+    assert json.loads(ingest.one("datapoints")["metadata"]) == {"uri": "b"}
+    assert {(t["name"], t["value"]) for t in ingest.rows("tags")} == {
+        ("keep", "1"),
+        ("change", "new"),
+        ("add", "y"),
+    }
+    ingest([{"id": dp, "tags": None}])
+    assert ingest.rows("tags") == []
+    assert len(ingest.rows("datapoints")) == 1
+
+
+def test_one_groundtruth_per_task_type(ingest) -> None:  # type: ignore[no-untyped-def]
+    ingest(
+        [
+            {
+                "type": "IMAGE",
+                "groundtruths": [
+                    {"task_type": "CLASSIFICATION", "class_name": "old"},
+                    {
+                        "task_type": "OBJECT_DETECTION",
+                        "bboxes": [
+                            {"top": 1, "left": 1, "height": 2, "width": 2, "class_name": "box"}
+                        ],
+                    },
+                ],
+            }
+        ]
+    )
+    dp = ingest.one("datapoints")["id"]
+    ingest(
+        [
+            {
+                "id": dp,
+                "groundtruths": [
+                    {"task_type": "CLASSIFICATION", "class_name": "new"},
+                    {"task_type": "OBJECT_DETECTION", "bboxes": []},
+                ],
+            }
+        ]
+    )
+    by_task = {g["task_type"]: g for g in ingest.rows("groundtruths")}
+    assert by_task["CLASSIFICATION"]["class_name"] == "new"
+    assert set(by_task) == {"CLASSIFICATION", "OBJECT_DETECTION"}
+    assert ingest.rows("bboxes") == []  # the replaced groundtruth took its boxes with it
+
+
+def test_segmentation_is_semantic_segmentation(ingest) -> None:  # type: ignore[no-untyped-def]
+    ingest(
+        [
+            {
+                "type": "IMAGE",
+                "groundtruths": [
+                    {"task_type": "SEMANTIC_SEGMENTATION", "segmentation_class_mask": [[0, 1]]}
+                ],
+            }
+        ]
+    )
+    dp = ingest.one("datapoints")["id"]
+    ingest(
+        [
+            {
+                "id": dp,
+                "groundtruths": [
+                    {"task_type": "SEGMENTATION", "segmentation_class_mask": [[1, 1]]}
+                ],
+            }
+        ]
+    )
+    groundtruth = ingest.one("groundtruths")
+    assert groundtruth["task_type"] == "SEGMENTATION"  # echoed as sent
+    assert json.loads(groundtruth["metrics"]) == {"distribution": {"1": 2}}
+
+
+def test_one_prediction_per_task_type_and_model(ingest) -> None:  # type: ignore[no-untyped-def]
+    ingest([{"type": "IMAGE", "predictions": [classification("m1"), classification("m2")]}])
+    dp = ingest.one("datapoints")["id"]
+    old = ingest.one("predictions", model_name="m1")
+    ingest([{"id": dp, "predictions": [classification("m1", [5.0, 0.0, 0.0])]}])
+    predictions = {p["model_name"]: p for p in ingest.rows("predictions")}
+    assert set(predictions) == {"m1", "m2"}
+    assert predictions["m1"]["id"] != old["id"]
+    assert predictions["m1"]["class_name"] == "a"
+    logits = [v for v in ingest.rows("feature_vectors") if v["type"] == "LOGITS"]
+    assert sorted(v["prediction"] for v in logits) == sorted(p["id"] for p in predictions.values())
+
+
+def test_update_attachment_by_id_merges(ingest) -> None:  # type: ignore[no-untyped-def]
+    ingest(
+        [
+            {
+                "type": "IMAGE",
+                "predictions": [
+                    {
+                        **classification(),
+                        "metrics": {"kept": 1},
+                        "bboxes": [
+                            {"top": 1, "left": 1, "height": 1, "width": 1, "class_name": "x"}
+                        ],
+                    }
+                ],
+            }
+        ]
+    )
+    dp = ingest.one("datapoints")["id"]
+    prediction = ingest.one("predictions")
+    box = ingest.one("bboxes")
+    upload = ingest(
+        [
+            {
+                "id": dp,
+                "predictions": [
+                    {
+                        "id": prediction["id"],
+                        "metrics": {"added": 2},
+                        "bboxes": [
+                            {"id": box["id"], "class_name": "y"},
+                            {"top": 5, "left": 5, "height": 1, "width": 1, "class_name": "z"},
+                        ],
+                    }
+                ],
+            }
+        ]
+    )
+    assert upload.failures == 0, upload.errors
+    updated = ingest.one("predictions")
+    assert updated["id"] == prediction["id"]
+    assert updated["class_name"] == prediction["class_name"]
+    assert json.loads(updated["metrics"]) == {"kept": 1, "entropy": 0.9525912616642588, "added": 2}
+    assert sorted((b["class_name"], b["top"]) for b in ingest.rows("bboxes")) == [
+        ("y", 1.0),
+        ("z", 5.0),
+    ]
+    ingest([{"id": dp, "predictions": [{"id": prediction["id"], "bboxes": None, "logits": None}]}])
+    assert ingest.rows("bboxes") == []
+    assert ingest.rows("feature_vectors") == []
+
+
+def test_children_of_every_kind(ingest) -> None:  # type: ignore[no-untyped-def]
+    ingest(
+        [
+            {
+                "type": "IMAGE",
+                "predictions": [
+                    {
+                        "task_type": "LANE_DETECTION",
+                        "model_name": "lanes",
+                        "lanes": [{"coco_polyline": [0, 0, 1, 1], "confidence": 0.4}],
+                    },
+                    {
+                        "task_type": "COMPLETION",
+                        "model_name": "llm",
+                        "completions": [
+                            {"text": "hello", "confidence": 0.9, "metrics": {"rlhf_score": 1}}
+                        ],
+                    },
+                    {
+                        "task_type": "INSTANCE_SEGMENTATION",
+                        "model_name": "seg",
+                        "bboxes": [
+                            {
+                                "segmentation_mask": [[0, 1], [1, 1]],
+                                "confidences": [0.2, 0.8],
+                                "class_names": ["a", "b"],
+                            }
+                        ],
+                    },
+                ],
+            }
+        ]
+    )
+    assert ingest.one("lanes")["coco_polyline"] == [0.0, 0.0, 1.0, 1.0]
+    completion = ingest.one("completions")
+    assert (completion["text"], json.loads(completion["metrics"])) == ("hello", {"rlhf_score": 1})
+    box = ingest.one("bboxes")
+    assert (box["class_name"], box["height"], box["width"]) == ("b", 1.0, 1.0)
+    assert box["encoded_segmentation_mask"].startswith("BCJNGG")
+    datapoint = ingest.one("datapoints")["id"]
+    assert {r["datapoint"] for t in ("lanes", "completions", "bboxes") for r in ingest.rows(t)} == {
+        datapoint
+    }
+
+
+def test_bad_records_are_reported_and_the_rest_lands(ingest) -> None:  # type: ignore[no-untyped-def]
+    ingest([{"type": "IMAGE", "tags": {"v": "1"}}])
+    existing = ingest.one("datapoints")["id"]
+    missing = "00000000-0000-4000-8000-000000000000"
+    data = "\n".join(
+        [
+            json.dumps({"type": "IMAGE"}),
+            "{not json",
+            json.dumps({"id": missing, "tags": {"v": "2"}}),
+            json.dumps(
+                {
+                    "type": "VIDEO",
+                    "predictions": [{"task_type": "CLASSIFICATION", "logits": [[[[[1]]]]]}],
+                }
+            ),
+            json.dumps({"id": existing, "predictions": [{"id": missing, "class_name": "x"}]}),
+            json.dumps({"type": "TEXT", "text": "ok"}),
+        ]
+    ).encode()
+    upload = ingest(data)
+    assert upload.status is UploadStatus.SUCCEEDED
+    assert upload.failures == 4
+    assert [(e["line"], e["field"]) for e in upload.errors] == [
+        (2, ""),
+        (3, "id"),
+        (4, "predictions[0].logits"),
+        (5, "predictions[0].id"),
+    ]
+    assert "Datapoint 00000000-0000-4000-8000-000000000000 not found" in upload.errors[1]["reason"]
+    assert upload.summary()["datapoints_created"] == 2
+    assert len(ingest.rows("datapoints")) == 3
+    assert ingest.one("tags")["value"] == "1"  # the failed update changed nothing
+
+
+def test_later_records_of_a_batch_see_earlier_ones(ingest) -> None:  # type: ignore[no-untyped-def]
+    ingest([{"type": "IMAGE"}])
+    dp = ingest.one("datapoints")["id"]
+    ingest(
+        [
+            {"id": dp, "tags": {"a": "1"}, "predictions": [classification()]},
+            {"id": dp, "tags": {"a": "2"}, "predictions": [classification(logits=[9, 0, 0])]},
+        ]
+    )
+    assert ingest.one("tags")["value"] == "2"
+    assert ingest.one("predictions")["class_name"] == "a"
+    assert len(ingest.rows("feature_vectors")) == 1
+
+
+def test_compressed_and_carriage_return_uploads(ingest) -> None:  # type: ignore[no-untyped-def]
+    records = [{"type": "IMAGE", "metadata": {"i": i}} for i in range(5)]
+    assert ingest(records, separator="\r").summary()["datapoints_created"] == 5
+    data = gzip.compress("\r\n".join(json.dumps(r) for r in records).encode())
+    assert ingest(data).summary()["datapoints_created"] == 5
+    assert len(ingest.rows("datapoints")) == 10
+
+
+def test_organizations_do_not_see_each_other(ingest) -> None:  # type: ignore[no-untyped-def]
+    ingest([{"type": "IMAGE"}], org="acme")
+    dp = ingest.one("datapoints")["id"]
+    upload = ingest([{"id": dp, "tags": {"a": "1"}}], org="other")
+    assert upload.failures == 1
+    assert ingest.rows("tags") == []
+
+
+def test_undecodable_upload_fails_and_keeps_the_lake(ingest) -> None:  # type: ignore[no-untyped-def]
+    ingest([{"type": "IMAGE"}])
+    upload = ingest(gzip.compress(b'{"type": "IMAGE"}\n' * 50)[:-12])
+    assert upload.status is UploadStatus.FAILED
+    assert "compressed" in (upload.error_message or "")
+    assert len(ingest.rows("datapoints")) == 1
+
+
+def test_vectors_are_float_lists(ingest) -> None:  # type: ignore[no-untyped-def]
+    embedding = np.linspace(-1, 1, 512).tolist()
+    ingest([{"type": "IMAGE", "predictions": [{**classification(), "embeddings": embedding}]}])
+    vector = ingest.one("feature_vectors", type="EMBEDDINGS")
+    assert vector["model_name"] == "m1"
+    assert vector["shape"] == [512]
+    assert vector["value"] == pytest.approx(embedding, abs=1e-3)

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from api.cli import main
+
+SAMPLE = Path(__file__).parent / "data" / "sample.ndjson"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[dict[str, object]]]:
+    code = main(list(argv))
+    out = capsys.readouterr().out
+    return code, [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_ingest_then_stats(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lake = str(tmp_path / "lake")
+    code, summaries = run(capsys, "ingest", "--lake", lake, "-q", str(SAMPLE))
+    assert code == 0
+    assert summaries[0]["status"] == "SUCCEEDED"
+    assert summaries[0]["datapoints_created"] == 22
+    assert summaries[0]["failures"] == 0
+    code, stats = run(capsys, "stats", "--lake", lake)
+    assert code == 0
+    assert stats[0]["tables"]["datapoints"] == 22
+    assert stats[0]["tables"]["tags"] == 41
+    assert stats[0]["tables"]["bboxes"] == 1
+
+
+def test_ingest_reports_bad_records_and_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "bad.ndjson.gz"
+    source.write_bytes(gzip.compress(b'{"type": "IMAGE"}\n{"type": 5}\n'))
+    broken = tmp_path / "broken.gz"
+    broken.write_bytes(gzip.compress(b'{"type": "IMAGE"}\n' * 100)[:-10])
+    code, summaries = run(
+        capsys, "ingest", "--lake", str(tmp_path / "lake"), "-q", str(source), str(broken)
+    )
+    assert code == 1
+    assert summaries[0]["status"] == "SUCCEEDED"
+    assert summaries[0]["errors"] == [
+        {
+            "line": 2,
+            "field": "type",
+            "reason": "must be one of ['AUDIO', 'IMAGE', 'TEXT', 'VIDEO'], got 5",
+        }
+    ]
+    assert summaries[1]["status"] == "FAILED"
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", "--lake", str(tmp_path), str(tmp_path / "nope.ndjson")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_shoal_lake_sets_the_default_lake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_LAKE", str(tmp_path / "envlake"))
+    result = subprocess.run(
+        [sys.executable, "-m", "api.cli", "ingest", "-q", str(SAMPLE)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(result.stdout)["datapoints_created"] == 22
+    assert (tmp_path / "envlake" / "datapoints" / "_delta_log").is_dir()
