@@ -188,7 +188,7 @@ def embedding_vector(value: Any, field_name: str) -> tuple[np.ndarray, list[int]
     3-D arrays (C×H×W) larger than MAX_EMBEDDINGS_SIZE are spatially max-pooled first.
     """
     try:
-        array = np.asarray(value, dtype=np.float32)
+        array = np.asarray(value, dtype=np.float64)
     except (ValueError, TypeError) as exc:
         raise RecordError("must be a rectangular array of numbers", field=field_name) from exc
     if array.ndim == 3 and array.size > MAX_EMBEDDINGS_SIZE:

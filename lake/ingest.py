@@ -77,13 +77,17 @@ class Changes:
         if row_id in self.existing[table]:
             self.deletes[table].add(row_id)
 
-    def commit(self, txn: Transaction) -> None:
+    def commit(self, txn: Transaction, *, new_rows: dict[str, pa.Table] | None = None) -> None:
+        """Commit every table once; ``new_rows`` are extra rows that are all new (appended)."""
+        new_rows = new_rows or {}
         for table in SCHEMAS:
             rows = list(self.upserts.get(table, {}).values())
             deletes = sorted(self.deletes.get(table, ()))
-            if not rows and not deletes:
-                continue
             arrow = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
+            if table in new_rows:
+                arrow = pa.concat_tables([arrow, new_rows[table]])
+            if arrow.num_rows == 0 and not deletes:
+                continue
             touches_existing = bool(deletes) or any(
                 row["id"] in self.existing[table] for row in rows
             )

@@ -50,8 +50,8 @@ CRASHING_CHILD = textwrap.dedent("""
     original = ingest.Changes.commit
     calls = []
 
-    def commit_then_die(self, txn):
-        original(self, txn)
+    def commit_then_die(self, txn, **kwargs):
+        original(self, txn, **kwargs)
         calls.append(1)
         if len(calls) == 2:  # tables of batch 2 committed, its lake state not yet published
             os._exit(17)
