@@ -55,6 +55,15 @@ class FastBatch:
     counts: BatchCounts
     records: int
 
+    def merged(self, other: FastBatch) -> FastBatch:
+        tables = dict(self.tables)
+        for name, table in other.tables.items():
+            tables[name] = pa.concat_tables([tables[name], table]) if name in tables else table
+        counts = BatchCounts()
+        counts.add(self.counts)
+        counts.add(other.counts)
+        return FastBatch(tables, counts, self.records + other.records)
+
 
 def _is_number_list(value: Any) -> bool:
     return (
@@ -287,11 +296,11 @@ class FastPlanner:
         class_name: list[Any] = [None] * n
         metrics: list[Any] = [None] * n
         for group in self._logits.values():
-            p = _rows_probabilities(np.asarray([g[1] for g in group], dtype=np.float64))
+            p = rows_probabilities(np.asarray([g[1] for g in group], dtype=np.float64))
             best = np.argmax(p, axis=1)
             top = p[np.arange(len(group)), best].tolist()
             rows_p = p.tolist()
-            entropy = _rows_entropy(p).tolist()
+            entropy = rows_entropy(p).tolist()
             for i, (row, _, names) in enumerate(group):
                 index = int(best[i])
                 confidences[row] = rows_p[i]
@@ -306,7 +315,7 @@ class FastPlanner:
         }
 
 
-def _rows_probabilities(x: np.ndarray) -> np.ndarray:
+def rows_probabilities(x: np.ndarray) -> np.ndarray:
     """Row-wise probabilities, as :func:`lake.derive.process_logits` computes them for [C]."""
     if x.shape[1] == 1:
         p = 1.0 / (1.0 + np.exp(-x[:, 0]))
@@ -319,7 +328,7 @@ def _rows_probabilities(x: np.ndarray) -> np.ndarray:
     return exps / np.sum(exps, axis=1, keepdims=True)
 
 
-def _rows_entropy(p: np.ndarray) -> np.ndarray:
+def rows_entropy(p: np.ndarray) -> np.ndarray:
     n = p.shape[1]
     clipped = np.clip(p, 1e-10, 1.0)
     total = np.sum(-clipped * np.log(clipped), axis=1)

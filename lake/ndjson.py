@@ -10,26 +10,49 @@ from __future__ import annotations
 import bz2
 import json
 import math
-import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
+import numpy as np
 import orjson
 
 from lake.errors import InputError, RecordError
 
 CHUNK = 1 << 20
 DEFAULT_MAX_LINE = 64 << 20
-_SEPARATOR = re.compile(rb"\r\n|\r|\n")
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     number: int  # 1-based
     data: bytes
     error: RecordError | None = None
+
+
+@dataclass
+class RawBatch:
+    """Complete lines of a stream, ``\n``-separated, with the numbers of the non-blank ones.
+
+    Lines over the size limit are left out of ``data`` and reported in ``errors``.
+    """
+
+    data: bytes
+    numbers: np.ndarray
+    errors: list[Line]
+
+    def __len__(self) -> int:
+        return len(self.numbers) + len(self.errors)
+
+    @property
+    def last_line(self) -> int:
+        last = [int(self.numbers[-1])] if len(self.numbers) else []
+        return max([*last, *(e.number for e in self.errors)], default=0)
+
+    def lines(self) -> list[Line]:
+        """The non-blank lines with their numbers (errors not included)."""
+        pieces = [piece for piece in self.data.split(b"\n") if piece.strip()]
+        return [Line(int(n), piece) for n, piece in zip(self.numbers, pieces, strict=True)]
 
 
 class _Decompressed:
@@ -81,54 +104,148 @@ class _Decompressed:
             raise InputError("the upload's compressed data ends before its end marker")
 
 
+_BLANK_BYTES = np.array([9, 10, 11, 12, 32], dtype=np.uint8)  # \t \n \v \f space
+
+
+def read_batches(
+    stream: IO[bytes],
+    *,
+    batch_lines: int,
+    max_line: int = DEFAULT_MAX_LINE,
+    skip_through: int = 0,
+    on_read: Any = None,
+) -> Iterator[RawBatch]:
+    """Batches of about ``batch_lines`` non-blank lines (lines up to ``skip_through`` skipped).
+
+    ``\r\n`` and bare ``\r`` become ``\n``; ``on_read(raw_bytes_so_far)`` reports progress.
+    """
+    source = _Decompressed(stream)
+    splitter = _Splitter(max_line, skip_through)
+    for chunk in source.chunks():
+        splitter.feed(chunk)
+        if on_read is not None:
+            on_read(source.bytes_read)
+        while splitter.count > batch_lines:
+            yield splitter.take(batch_lines)
+    splitter.finish()
+    while splitter.count or splitter.errors:
+        yield splitter.take(batch_lines)
+
+
+class _Splitter:
+    """Turns chunks into complete, numbered, ``\n``-separated lines."""
+
+    def __init__(self, max_line: int, skip_through: int) -> None:
+        self.max_line = max_line
+        self.skip_through = skip_through
+        self.number = 0  # lines completed so far
+        self.pending = b""
+        self.oversized = False
+        self.parts: list[bytes] = []
+        self.numbers: list[np.ndarray] = []
+        self.ends: list[np.ndarray] = []  # end offset (exclusive, with its \n) of each line
+        self.errors: list[Line] = []
+        self.count = 0
+
+    def feed(self, chunk: bytes) -> None:
+        data = self.pending + chunk if self.pending else chunk
+        # a trailing \r may be the first half of \r\n: keep it with the unsplit tail
+        suffix = b"\r" if data.endswith(b"\r") else b""
+        body = (data[:-1] if suffix else data).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        cut = body.rfind(b"\n")
+        if cut < 0:
+            self.pending = body + suffix
+        else:
+            self.pending = body[cut + 1 :] + suffix
+            self._complete(body[: cut + 1])
+        if len(self.pending) > self.max_line:
+            self.oversized, self.pending = True, b""
+
+    def finish(self) -> None:
+        tail = self.pending.rstrip(b"\r")
+        self.pending = b""
+        if self.oversized:
+            self._complete(b"\n")
+        elif tail.strip():
+            self._complete(tail + b"\n")
+
+    def _complete(self, block: bytes) -> None:
+        """Register ``block``: whole lines, each ending with \n."""
+        if self.oversized:  # the first line of the block ends a line that was too long
+            self.oversized = False
+            self.number += 1
+            if self.number > self.skip_through:
+                self.errors.append(_too_long(self.number, self.max_line))
+            block = block[block.index(b"\n") + 1 :]
+            if not block:
+                return
+        raw = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(raw == 10) + 1
+        starts = np.concatenate(([0], ends[:-1]))
+        numbers = self.number + 1 + np.arange(len(ends), dtype=np.int64)
+        self.number += len(ends)
+        solid = np.cumsum(~np.isin(raw, _BLANK_BYTES), dtype=np.int64)
+        before = np.where(starts > 0, solid[np.maximum(starts - 1, 0)], 0)
+        keep = (solid[ends - 1] - before > 0) & (numbers > self.skip_through)
+        too_long = keep & (ends - starts - 1 > self.max_line)
+        if too_long.any():
+            self.errors.extend(_too_long(int(n), self.max_line) for n in numbers[too_long])
+            keep &= ~too_long
+        if not keep.all():
+            block = b"".join(block[a:b] for a, b in zip(starts[keep], ends[keep], strict=True))
+            lengths = (ends - starts)[keep]
+            ends = np.cumsum(lengths)
+            numbers = numbers[keep]
+        if len(numbers):
+            self.parts.append(block)
+            self.numbers.append(numbers)
+            self.ends.append(ends)
+            self.count += len(numbers)
+
+    def take(self, size: int) -> RawBatch:
+        """The first ``size`` lines held (or all of them), with the errors among them."""
+        data = b"".join(self.parts)
+        offset = 0
+        ends = []
+        for part, part_ends in zip(self.parts, self.ends, strict=True):
+            ends.append(part_ends + offset)
+            offset += len(part)
+        all_ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+        numbers = np.concatenate(self.numbers) if self.numbers else np.zeros(0, dtype=np.int64)
+        if len(numbers) > size:
+            cut = int(all_ends[size - 1])
+            head, head_numbers = data[:cut], numbers[:size]
+            self.parts, self.numbers = [data[cut:]], [numbers[size:]]
+            self.ends = [all_ends[size:] - cut]
+        else:
+            head, head_numbers = data, numbers
+            self.parts, self.numbers, self.ends = [], [], []
+        self.count = sum(len(n) for n in self.numbers)
+        if self.count:  # errors up to the last line taken go with this batch
+            last = int(head_numbers[-1])
+            errors = [e for e in self.errors if e.number <= last]
+            self.errors = [e for e in self.errors if e.number > last]
+        else:
+            errors, self.errors = self.errors, []
+        return RawBatch(head, head_numbers, errors)
+
+
+def _too_long(number: int, limit: int) -> Line:
+    return Line(
+        number, b"", RecordError(f"line is longer than the limit of {limit} bytes", line=number)
+    )
+
+
 class LineReader:
     """Iterate the lines of a (possibly compressed) byte stream; blank lines are skipped."""
 
     def __init__(self, stream: IO[bytes], *, max_line: int = DEFAULT_MAX_LINE) -> None:
-        self._source = _Decompressed(stream)
+        self.stream = stream
         self.max_line = max_line
 
-    @property
-    def bytes_read(self) -> int:
-        """Raw (compressed) bytes consumed so far, for progress reporting."""
-        return self._source.bytes_read
-
     def __iter__(self) -> Iterator[Line]:
-        number = 0
-        pending = b""
-        oversized = False  # the line being read has already passed max_line
-        for chunk in self._source.chunks():
-            data = pending + chunk if pending else chunk
-            # a trailing \r may be the first half of \r\n: keep it with the unsplit tail
-            suffix = b"\r" if data.endswith(b"\r") else b""
-            pieces = _SEPARATOR.split(data[:-1] if suffix else data)
-            pending = pieces.pop() + suffix
-            for piece in pieces:
-                number += 1
-                if oversized:
-                    oversized = False
-                    yield self._too_long(number)
-                elif piece.strip():
-                    yield self._checked(number, piece)
-            if len(pending) > self.max_line:
-                oversized, pending = True, b""
-        pending = pending.rstrip(b"\r")
-        if oversized:
-            yield self._too_long(number + 1)
-        elif pending.strip():
-            yield self._checked(number + 1, pending)
-
-    def _checked(self, number: int, data: bytes) -> Line:
-        if len(data) > self.max_line:
-            return self._too_long(number)
-        return Line(number, data)
-
-    def _too_long(self, number: int) -> Line:
-        return Line(
-            number,
-            b"",
-            RecordError(f"line is longer than the limit of {self.max_line} bytes", line=number),
-        )
+        for batch in read_batches(self.stream, batch_lines=1 << 16, max_line=self.max_line):
+            yield from sorted([*batch.lines(), *batch.errors], key=lambda line: line.number)
 
 
 def parse_line(data: bytes) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,11 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake import ids
+from lake.columnar import plan_batch
 from lake.errors import InputError, LakeError, NotFoundError, RecordError
 from lake.fastpath import FastBatch, FastPlanner, is_simple
 from lake.ingest import BatchCounts, BatchPlanner, IdSource
 from lake.lake import Lake
-from lake.ndjson import DEFAULT_MAX_LINE, Line, LineReader, parse_line
+from lake.ndjson import DEFAULT_MAX_LINE, RawBatch, parse_line, read_batches
 from lake.records import RecordSpec, normalise
 from lake.tables import SCHEMAS
 
@@ -34,6 +35,7 @@ DEFAULT_ORGANIZATION = "default"
 DEFAULT_BATCH_SIZE = 50_000
 MAX_STORED_ERRORS = 1000
 _ABORT_PREFIX = "_shoal/abort/"
+_NATIVE_MIN_LINES = 64  # below this, parsing line by line is as quick
 
 
 class UploadStatus(StrEnum):
@@ -266,25 +268,35 @@ class Uploads:
         deadline: float | None,
         progress: ProgressCallback | None,
     ) -> Upload:
-        reader = LineReader(stream, max_line=self.max_line)
         id_source = IdSource(int(upload.created_at.timestamp() * 1000), ids.salt_of(upload.id))
-        batches = _batches(reader, upload.lines_done, self.batch_size)
+        bytes_read = [0]
+
+        def on_read(done: int) -> None:
+            bytes_read[0] = done
+
+        batches = read_batches(
+            stream,
+            batch_lines=self.batch_size,
+            max_line=self.max_line,
+            skip_through=upload.lines_done,
+            on_read=on_read,
+        )
 
         def prepare_next() -> PreparedBatch | None:
-            lines = next(batches, None)
-            if lines is None:
+            raw = next(batches, None)
+            if raw is None:
                 return None
-            return self._prepare(lines, upload.organization_id, id_source)
+            return self._prepare(raw, upload.organization_id, id_source)
 
         # While one batch commits (mostly native code, without the GIL), the next is parsed.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-parse") as pool:
+            pending = pool.submit(prepare_next)
             try:
-                pending = pool.submit(prepare_next)
                 while (prepared := pending.result()) is not None:
                     pending = pool.submit(prepare_next)
                     upload = self._commit_batch(upload, prepared, id_source)
                     if progress is not None:
-                        progress(reader.bytes_read)
+                        progress(bytes_read[0])
                     if upload.status.finished:
                         return upload
                     if deadline is not None and time.monotonic() > deadline:
@@ -299,18 +311,21 @@ class Uploads:
                 pending.cancel()
         return self._finish(upload, UploadStatus.SUCCEEDED, None)
 
-    def _prepare(
-        self, lines: list[Line], organization_id: str, id_source: IdSource
-    ) -> PreparedBatch:
-        """Parse and validate a batch; simple new records become Arrow tables right away."""
+    def _prepare(self, raw: RawBatch, organization_id: str, id_source: IdSource) -> PreparedBatch:
+        """Parse and validate a batch; new records of the plain shape become Arrow tables."""
         now = datetime.now(UTC)
+        errors = [line.error for line in raw.errors if line.error is not None]
+        native = None
+        if self.fast_path and len(raw.numbers) >= _NATIVE_MIN_LINES:
+            native = plan_batch(raw, organization_id=organization_id, id_source=id_source, now=now)
+        if native is None:
+            batch, rest = FastBatch({}, BatchCounts(), 0), raw.lines()
+        else:
+            batch, leftover = native
+            rest = [raw.lines()[i] for i in leftover] if leftover else []
         fast = FastPlanner(organization_id=organization_id, id_source=id_source, now=now)
         specs: list[RecordSpec] = []
-        errors: list[RecordError] = []
-        for line in lines:
-            if line.error is not None:
-                errors.append(line.error)
-                continue
+        for line in rest:
             try:
                 record = parse_line(line.data)
                 if self.fast_path and is_simple(record):
@@ -320,7 +335,9 @@ class Uploads:
             except RecordError as exc:
                 exc.line = line.number
                 errors.append(exc)
-        return PreparedBatch(lines[-1].number, len(lines), now, fast.build(), specs, errors)
+        return PreparedBatch(
+            raw.last_line, len(raw), now, batch.merged(fast.build()), specs, errors
+        )
 
     def _commit_batch(self, upload: Upload, batch: PreparedBatch, id_source: IdSource) -> Upload:
         errors = list(batch.errors)
@@ -367,19 +384,6 @@ def _deadline(upload: Upload) -> float | None:
         return None
     elapsed = (datetime.now(UTC) - upload.created_at).total_seconds()
     return time.monotonic() + float(timeout) - elapsed
-
-
-def _batches(reader: LineReader, skip_through: int, size: int) -> Iterator[list[Line]]:
-    batch: list[Line] = []
-    for line in reader:
-        if line.number <= skip_through:
-            continue
-        batch.append(line)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _rows(uploads: list[Upload]) -> pa.Table:

@@ -128,3 +128,119 @@ def test_fast_and_general_paths_agree(tmp_path: Path) -> None:
 )
 def test_anything_else_takes_the_general_path(record: dict[str, Any]) -> None:
     assert not is_simple(record)
+
+
+def plain_record(rng: random.Random, embeddings: str) -> dict[str, Any]:
+    """A record the native path takes, keys always in the same relative order."""
+    metadata = {
+        "uri": rng.choice(['s3://b/"quoted".jpg', "s3://b/back\\slash", "s3://b/é✓.jpg"]),
+        "width": rng.choice([640, 1024, None]),
+        "ratio": rng.choice([0.75, 1.3333333333333333, 0.00012, None]),
+        "ok": rng.choice([True, False]),
+    }
+    record: dict[str, Any] = {"type": "IMAGE", "metadata": metadata}
+    record["tags"] = {
+        "split": rng.choice(["train", "val", None]),
+        "shard": rng.choice([1, 22, None]),
+        "night": rng.choice([True, False, None]),
+        "score": rng.choice([0.5, 12.25, None]),
+    }
+    if rng.random() < 0.7:
+        record["groundtruths"] = [{"task_type": "CLASSIFICATION", "class_name": rng.choice("ab")}]
+    predictions = []
+    for model in ("m1", "m2")[: rng.randrange(3)]:
+        classes = rng.choice([1, 3, 4])
+        prediction: dict[str, Any] = {
+            "task_type": "CLASSIFICATION",
+            "model_name": model,
+            "class_names": [f"c{i}" for i in range(rng.choice([0, 2, 4]))],
+            "logits": [rng.choice([rng.gauss(0, 2), 900.0, 30.0]) for _ in range(classes)],
+        }
+        if embeddings == "layers":
+            prediction["embeddings"] = {
+                "l1": [rng.random() for _ in range(3)],
+                "l2": rng.choice([[rng.random()], [], None]),
+            }
+        elif embeddings == "bare":
+            prediction["embeddings"] = [rng.random() for _ in range(rng.randrange(1, 5))]
+        predictions.append(prediction)
+    record["predictions"] = predictions
+    return record
+
+
+def native_leftover(data: bytes) -> list[int] | None:
+    """Line numbers the native path leaves to the record path (None: it takes none)."""
+    import io
+    from datetime import UTC, datetime
+
+    from lake.columnar import plan_batch
+    from lake.ingest import IdSource
+    from lake.ndjson import read_batches
+
+    (batch,) = read_batches(io.BytesIO(data), batch_lines=10**6)
+    planned = plan_batch(
+        batch, organization_id="o", id_source=IdSource(1, 2), now=datetime.now(UTC)
+    )
+    return None if planned is None else [int(batch.numbers[i]) for i in planned[1]]
+
+
+def ingest_both_ways(tmp_path: Path, data: bytes) -> dict[bool, Lake]:
+    lakes = {}
+    summaries = []
+    for fast in (True, False):
+        lake = Lake(str(tmp_path / f"fast-{fast}"))
+        uploads = Uploads(lake, fast_path=fast, batch_size=1000)
+        upload = uploads.run(uploads.create(data).id)
+        lakes[fast] = lake
+        assert upload.status == "SUCCEEDED"
+        summaries.append({k: v for k, v in upload.summary(max_errors=100).items() if k != "id"})
+    assert summaries[0] == summaries[1]
+    return lakes
+
+
+@pytest.mark.parametrize("embeddings", ["layers", "bare", "none"])
+def test_native_batches_agree_with_the_general_path(tmp_path: Path, embeddings: str) -> None:
+    rng = random.Random(7)
+    data = "\n".join(json.dumps(plain_record(rng, embeddings)) for _ in range(300)).encode()
+    assert native_leftover(data) == []  # every record takes the native path
+    lakes = ingest_both_ways(tmp_path, data)
+    for table in ("datapoints", "tags", "groundtruths", "predictions", "feature_vectors"):
+        assert canonical_rows(lakes[True], table) == canonical_rows(lakes[False], table), table
+
+
+def test_mixed_batches_send_the_rest_to_the_record_path(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    lines = [json.dumps(plain_record(rng, "layers")) for _ in range(200)]
+    odd = {
+        11: {"type": "IMAGE", "timestamp": "2020-01-01"},  # a key the fast path does not take
+        21: {"type": "IMAGE", "tags": {"split": "x", "score": 3.0}},  # an integral float
+        31: {
+            "type": "VIDEO",
+            "groundtruths": [
+                {"task_type": "CLASSIFICATION", "class_name": "a"},
+                {"task_type": "CLASSIFICATION", "class_name": "b"},
+            ],
+        },
+        41: {"type": "PICTURE"},
+        51: {"type": "IMAGE", "metadata": {"uri": "a\nb", "width": 3}},  # a control character
+        61: {
+            "type": "IMAGE",
+            "predictions": [
+                {"task_type": "CLASSIFICATION", "model_name": "m1", "logits": [1.0]},
+                {"task_type": "CLASSIFICATION", "model_name": "m1", "logits": [2.0]},
+            ],
+        },
+        71: {"id": "6f1c2a7e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"},
+    }
+    for number, record in odd.items():
+        lines[number - 1] = json.dumps(record)
+    data = "\n\r\n".join(lines).encode()  # blank lines between records
+    numbers = [2 * n - 1 for n in odd]
+    assert native_leftover(data) == numbers
+    lakes = ingest_both_ways(tmp_path, data)
+    for table in ("datapoints", "tags", "groundtruths", "predictions", "feature_vectors"):
+        assert canonical_rows(lakes[True], table) == canonical_rows(lakes[False], table), table
+    tags = {row["value"] for row in lakes[True].read("tags").to_pylist()}
+    assert "3.0" in tags
+    metadata = {row["metadata"] for row in lakes[True].read("datapoints").to_pylist()}
+    assert '{"uri":"a\\nb","width":3}' in metadata

@@ -1,0 +1,649 @@
+"""Native batch planning: a whole batch parsed by Arrow's JSON reader and planned in columns.
+
+This is the bulk-import path. The batch's lines are parsed at once by ``pyarrow.json`` (native,
+multi-threaded); a vectorised check picks the rows that create a datapoint in the plain shape of
+:mod:`lake.fastpath` (type, metadata and tags of scalar values, one classification groundtruth,
+classification predictions from logits with optional embeddings) and whose values this path can
+reproduce exactly; those rows become Arrow tables without a Python loop per record. Every other
+line is handed back to the per-record path. When Arrow cannot parse the batch at all (a malformed
+line, a type that changes between lines) the whole batch goes to the per-record path.
+
+The rows written are those the per-record path writes for the same record, with two documented
+differences that change no value: metadata JSON text lists keys in the order they first appear
+in the batch, and rows created for tags and embedding layers take their id slots in that order.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from lake import ids
+from lake.fastpath import FastBatch, rows_entropy, rows_probabilities
+from lake.ingest import BatchCounts, IdSource
+from lake.ndjson import RawBatch
+from lake.records import DATAPOINT_TYPES
+from lake.tables import SCHEMAS
+
+_TOP_LEVEL = frozenset({"type", "metadata", "tags", "groundtruths", "predictions"})
+_PREDICTION_FIELDS = frozenset({"task_type", "model_name", "class_names", "logits", "embeddings"})
+_GROUNDTRUTH_FIELDS = frozenset({"task_type", "class_name"})
+_BLOCK_SIZE = 16 << 20
+
+
+def plan_batch(
+    batch: RawBatch, *, organization_id: str, id_source: IdSource, now: datetime
+) -> tuple[FastBatch, list[int]] | None:
+    """Plan the plain rows of ``batch``; return them and the positions left for the record path.
+
+    None when Arrow cannot read the batch as one table of JSON objects.
+    """
+    if not len(batch.numbers):
+        return None
+    try:
+        table = pj.read_json(
+            io.BytesIO(batch.data), read_options=pj.ReadOptions(block_size=_BLOCK_SIZE)
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    if table.num_rows != len(batch.numbers):  # several objects on one line
+        return None
+    table = table.combine_chunks()
+    simple = _simple_rows(table)
+    keep = np.flatnonzero(simple)
+    planner = _Planner(
+        table.take(pa.array(keep, pa.int64())), batch.numbers[keep], organization_id, id_source, now
+    )
+    return planner.build(), np.flatnonzero(~simple).tolist()
+
+
+# -- which rows are plain ------------------------------------------------------------------------
+def _valid(array: pa.Array) -> np.ndarray:
+    return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _np(array: pa.Array | pa.ChunkedArray, fill: Any = False) -> np.ndarray:
+    return np.asarray(array.fill_null(fill).to_numpy(zero_copy_only=False))
+
+
+def _simple_rows(table: pa.Table) -> np.ndarray:
+    n = table.num_rows
+    ok = np.ones(n, dtype=bool)
+    for name in table.column_names:
+        if name not in _TOP_LEVEL:
+            ok &= ~_valid(
+                table.column(name).chunk(0) if table.column(name).num_chunks else pa.nulls(n)
+            )
+    if "type" not in table.column_names or not pa.types.is_string(table.schema.field("type").type):
+        return np.zeros(n, dtype=bool)
+    types = table.column("type")
+    ok &= _np(pc.is_in(types, value_set=pa.array(sorted(DATAPOINT_TYPES))))
+    for name, check in (
+        ("metadata", _metadata_ok),
+        ("tags", _tags_ok),
+        ("groundtruths", _groundtruths_ok),
+        ("predictions", _predictions_ok),
+    ):
+        if name in table.column_names:
+            column = table.column(name)
+            array = column.chunk(0) if column.num_chunks else pa.nulls(n)
+            ok &= check(array)
+    return ok
+
+
+def _scalar_text_ok(values: pa.Array, *, python_str: bool) -> np.ndarray:
+    """Rows whose value this path can render exactly as text (True where null)."""
+    typ = values.type
+    if pa.types.is_null(typ) or pa.types.is_integer(typ) or pa.types.is_boolean(typ):
+        return np.ones(len(values), dtype=bool)
+    if pa.types.is_string(typ):
+        if python_str:
+            return np.ones(len(values), dtype=bool)
+        return ~_np(pc.match_substring_regex(values, "[\\x00-\\x1f]"))
+    if pa.types.is_floating(typ):
+        return _float_ok(values, python_str=python_str)
+    return ~_valid(values)
+
+
+def _float_ok(values: pa.Array, *, python_str: bool) -> np.ndarray:
+    """Floats that Arrow formats like Python's str (tags) or orjson (JSON text)."""
+    x = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+    valid = _valid(values)
+    magnitude = np.abs(np.where(valid, x, 0.5))
+    low = 1e-4 if python_str else 1e-5
+    with np.errstate(invalid="ignore"):
+        fine = (
+            np.isfinite(magnitude)
+            & (magnitude >= low)
+            & (magnitude < 1e15)
+            & (np.floor(magnitude) != magnitude)
+        )
+    return ~valid | fine
+
+
+def _metadata_ok(array: pa.Array) -> np.ndarray:
+    if pa.types.is_null(array.type):
+        return np.ones(len(array), dtype=bool)
+    if not pa.types.is_struct(array.type):
+        return ~_valid(array)
+    ok = np.ones(len(array), dtype=bool)
+    for i in range(array.type.num_fields):
+        ok &= _scalar_text_ok(array.field(i), python_str=False)
+    return ok
+
+
+def _tags_ok(array: pa.Array) -> np.ndarray:
+    if pa.types.is_null(array.type):
+        return np.ones(len(array), dtype=bool)
+    if not pa.types.is_struct(array.type):
+        return ~_valid(array)
+    ok = np.ones(len(array), dtype=bool)
+    for i in range(array.type.num_fields):
+        ok &= _scalar_text_ok(array.field(i), python_str=True)
+    return ok
+
+
+def _list_of_structs(array: pa.Array, allowed: frozenset[str]) -> bool:
+    typ = array.type
+    return (
+        pa.types.is_list(typ)
+        and pa.types.is_struct(typ.value_type)
+        and {f.name for f in typ.value_type} <= allowed
+    )
+
+
+def _lengths(array: pa.Array) -> np.ndarray:
+    return np.asarray(_np(pc.list_value_length(array), 0), dtype=np.int64)
+
+
+def _element_problems_to_rows(array: pa.Array, bad_elements: np.ndarray) -> np.ndarray:
+    parents = np.asarray(pc.list_parent_indices(array).to_numpy(), dtype=np.int64)
+    bad = np.zeros(len(array), dtype=bool)
+    bad[parents[bad_elements]] = True
+    return bad
+
+
+def _groundtruths_ok(array: pa.Array) -> np.ndarray:
+    if pa.types.is_null(array.type):
+        return np.ones(len(array), dtype=bool)
+    if not pa.types.is_list(array.type):
+        return ~_valid(array)
+    lengths = _lengths(array)
+    if not _list_of_structs(array, _GROUNDTRUTH_FIELDS):
+        return lengths == 0
+    elements = pc.list_flatten(array)
+    bad = ~_valid(elements)
+    names = {f.name for f in array.type.value_type}
+    if "task_type" not in names or "class_name" not in names:
+        bad |= True
+    else:
+        task = elements.field("task_type")
+        label = elements.field("class_name")
+        if not pa.types.is_string(task.type) or not pa.types.is_string(label.type):
+            bad |= True
+        else:
+            bad |= ~_np(pc.equal(task, "CLASSIFICATION")) | ~_valid(label)
+    return (lengths <= 1) & ~_element_problems_to_rows(array, bad)
+
+
+def _numbers_ok(array: pa.Array, *, non_empty: bool) -> np.ndarray:
+    """Per list: numbers only, all finite (and at least one when ``non_empty``)."""
+    typ = array.type
+    if pa.types.is_null(typ):
+        return np.full(len(array), not non_empty)
+    if not pa.types.is_list(typ) or not (
+        pa.types.is_floating(typ.value_type)
+        or pa.types.is_integer(typ.value_type)
+        or pa.types.is_null(typ.value_type)
+    ):
+        return ~_valid(array) & (not non_empty)
+    lengths = _lengths(array)
+    ok = lengths > 0 if non_empty else np.ones(len(array), dtype=bool)
+    values = pc.list_flatten(array)
+    if len(values):
+        x = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+        bad_values = ~_valid(values) | ~np.isfinite(np.nan_to_num(x, nan=np.inf))
+        if bad_values.any():
+            ok &= ~_element_problems_to_rows(array, bad_values)
+    return ok
+
+
+def _predictions_ok(array: pa.Array) -> np.ndarray:
+    if pa.types.is_null(array.type):
+        return np.ones(len(array), dtype=bool)
+    if not pa.types.is_list(array.type):
+        return ~_valid(array)
+    lengths = _lengths(array)
+    if not _list_of_structs(array, _PREDICTION_FIELDS):
+        return lengths == 0
+    elements = pc.list_flatten(array)
+    names = {f.name for f in array.type.value_type}
+    bad = ~_valid(elements)
+    if "task_type" not in names or "logits" not in names:
+        return lengths == 0
+    task = elements.field("task_type")
+    if not pa.types.is_string(task.type):
+        return lengths == 0
+    bad |= ~_np(pc.equal(task, "CLASSIFICATION"))
+    bad |= ~_numbers_ok(elements.field("logits"), non_empty=True)
+    if "model_name" in names and not (
+        pa.types.is_string(elements.field("model_name").type)
+        or pa.types.is_null(elements.field("model_name").type)
+    ):
+        bad |= True
+    if "class_names" in names:
+        class_names = elements.field("class_names")
+        if pa.types.is_null(class_names.type):
+            pass
+        elif not (
+            pa.types.is_list(class_names.type) and pa.types.is_string(class_names.type.value_type)
+        ):
+            bad |= _valid(class_names)
+        else:
+            flat = pc.list_flatten(class_names)
+            if len(flat):
+                bad |= _element_problems_to_rows(class_names, ~_valid(flat))
+    if "embeddings" in names:
+        bad |= ~_embeddings_ok(elements.field("embeddings"))
+    parents = np.asarray(pc.list_parent_indices(array).to_numpy(), dtype=np.int64)
+    models = _model_names(elements)
+    duplicated = pl.DataFrame({"p": parents, "m": models}).is_duplicated().to_numpy()
+    bad |= duplicated
+    return ~_element_problems_to_rows(array, bad)
+
+
+def _embeddings_ok(array: pa.Array) -> np.ndarray:
+    typ = array.type
+    if pa.types.is_null(typ):
+        return np.ones(len(array), dtype=bool)
+    if pa.types.is_list(typ):
+        return _numbers_ok(array, non_empty=False)
+    if pa.types.is_struct(typ):
+        ok = np.ones(len(array), dtype=bool)
+        for i in range(typ.num_fields):
+            ok &= _numbers_ok(array.field(i), non_empty=False)
+        return ok
+    return ~_valid(array)
+
+
+def _model_names(elements: pa.Array) -> np.ndarray:
+    names = {f.name for f in elements.type}
+    if "model_name" not in names or pa.types.is_null(elements.field("model_name").type):
+        return np.array([""] * len(elements), dtype=object)
+    return np.asarray(
+        elements.field("model_name").fill_null("").to_numpy(zero_copy_only=False), dtype=object
+    )
+
+
+# -- building the tables -------------------------------------------------------------------------
+def _repeat(value: Any, n: int, typ: pa.DataType) -> pa.Array:
+    return pa.array([value], typ).take(pa.array(np.zeros(n, dtype=np.int64)))
+
+
+def _float_text(values: np.ndarray) -> pa.Array:
+    """Floats as orjson writes them (Arrow's formatting, orjson's where they differ)."""
+    text = pc.cast(pa.array(values, pa.float64()), pa.string())
+    magnitude = np.abs(values)
+    risky = ~((magnitude >= 1e-5) & (magnitude < 1e15) & (np.floor(magnitude) != magnitude))
+    if risky.any():
+        fixed = np.asarray(text.to_numpy(zero_copy_only=False), dtype=object)
+        for i in np.flatnonzero(risky):
+            fixed[i] = orjson.dumps(float(values[i])).decode()
+        text = pa.array(fixed, pa.string())
+    return text
+
+
+def _json_string(values: pa.Array) -> pa.Array:
+    escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+    return pc.binary_join_element_wise('"', escaped, '"', "")
+
+
+def _scalar_json(values: pa.Array) -> pa.Array | None:
+    typ = values.type
+    if pa.types.is_null(typ):
+        return None
+    if pa.types.is_string(typ):
+        return _json_string(values)
+    if pa.types.is_floating(typ):
+        x = np.asarray(values.fill_null(0.5).to_numpy(zero_copy_only=False), dtype=np.float64)
+        return pc.if_else(values.is_valid(), _float_text(x), pa.scalar(None, pa.string()))
+    return pc.cast(values, pa.string())  # integers, booleans (true / false)
+
+
+def _metadata_text(array: pa.Array) -> pa.Array:
+    n = len(array)
+    if pa.types.is_null(array.type):
+        return pa.nulls(n, pa.string())
+    fragments = []
+    for i, field in enumerate(array.type):
+        values = _scalar_json(array.field(i))
+        if values is not None:
+            key = orjson.dumps(field.name).decode() + ":"
+            fragments.append(pc.binary_join_element_wise(key, values, ""))
+    if fragments:
+        body = pc.binary_join_element_wise(*fragments, ",", null_handling="skip")
+    else:
+        body = _repeat("", n, pa.string())
+    text = pc.binary_join_element_wise("{", body, "}", "")
+    return pc.if_else(array.is_valid(), text, pa.scalar(None, pa.string()))
+
+
+def _tag_text(values: pa.Array) -> pa.Array | None:
+    typ = values.type
+    if pa.types.is_null(typ):
+        return None
+    if pa.types.is_string(typ):
+        return values
+    return pc.cast(values, pa.string())  # str() of ints, floats in the safe range, true/false
+
+
+def _starts(lengths: np.ndarray) -> np.ndarray:
+    starts = np.zeros(len(lengths), dtype=np.int64)
+    if len(lengths) > 1:
+        np.cumsum(lengths[:-1], out=starts[1:])
+    return starts
+
+
+def _float16_lists(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    rounded = values.astype(np.float16).astype(np.float32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(rounded, pa.float32()))
+
+
+class _Planner:
+    """Builds the tables of the plain rows of a batch (all of ``table``'s rows)."""
+
+    def __init__(
+        self, table: pa.Table, lines: np.ndarray, org: str, id_source: IdSource, now: datetime
+    ) -> None:
+        self.table = table
+        self.n = table.num_rows
+        self.lines = lines
+        self.org = org
+        self.id_source = id_source
+        self.now = now
+        self.tables: dict[str, pa.Table] = {}
+        self.counts = BatchCounts(datapoints_created=self.n)
+
+    def _column(self, name: str) -> pa.Array:
+        if name not in self.table.column_names:
+            return pa.nulls(self.n)
+        column = self.table.column(name)
+        return column.chunk(0) if column.num_chunks else pa.nulls(self.n)
+
+    def _ids(self, lines: np.ndarray, slots: np.ndarray) -> pa.Array:
+        if self.id_source.salt is None:
+            return pa.array([ids.new_id() for _ in range(len(lines))], pa.string())
+        return ids.derived_ids(self.id_source.created_ms, self.id_source.salt, lines, slots)
+
+    def _emit(self, table: str, n: int, /, **columns: Any) -> None:
+        if n == 0:
+            return
+        columns.setdefault("organization_id", _repeat(self.org, n, pa.string()))
+        if "created_at" in SCHEMAS[table].names:
+            columns.setdefault(
+                "created_at", _repeat(self.now, n, SCHEMAS[table].field("created_at").type)
+            )
+        arrays = []
+        for field in SCHEMAS[table]:
+            value = columns.get(field.name)
+            if value is None:
+                arrays.append(pa.nulls(n, field.type))
+            elif isinstance(value, pa.Array):
+                arrays.append(value if value.type == field.type else value.cast(field.type))
+            else:
+                arrays.append(pa.array(value, field.type))
+        self.tables[table] = pa.Table.from_arrays(arrays, schema=SCHEMAS[table])
+
+    def build(self) -> FastBatch:
+        if self.n == 0:
+            return FastBatch({}, BatchCounts(), 0)
+        self.dp_ids = self._ids(self.lines, np.zeros(self.n, dtype=np.int64))
+        self._emit(
+            "datapoints",
+            self.n,
+            id=self.dp_ids,
+            type=self._column("type"),
+            metadata=_metadata_text(self._column("metadata")),
+        )
+        used = self._tags()
+        used += self._groundtruths(used)
+        self._predictions(used)
+        return FastBatch(self.tables, self.counts, self.n)
+
+    def _tags(self) -> np.ndarray:
+        """Emit tag rows; return how many slots each record's tags took."""
+        array = self._column("tags")
+        used = np.zeros(self.n, dtype=np.int64)
+        if not pa.types.is_struct(array.type):
+            return used
+        valid_struct = _valid(array)
+        present = []
+        texts = []
+        names = []
+        for i, field in enumerate(array.type):
+            text = _tag_text(array.field(i))
+            if text is None:
+                continue
+            present.append(_valid(text) & valid_struct)
+            texts.append(text)
+            names.append(field.name)
+        if not names:
+            return used
+        matrix = np.stack(present, axis=1)
+        slots = np.cumsum(matrix, axis=1)
+        rows, cols = np.nonzero(matrix)
+        value_arrays = [texts[c] for c in range(len(texts))]
+        combined = pa.concat_arrays(value_arrays)  # column-major: field c, row r at c*n + r
+        take = pa.array(cols * self.n + rows, pa.int64())
+        self._emit(
+            "tags",
+            len(rows),
+            id=self._ids(self.lines[rows], slots[rows, cols]),
+            datapoint=self.dp_ids.take(pa.array(rows, pa.int64())),
+            name=pa.array(np.asarray(names, dtype=object)[cols], pa.string()),
+            value=combined.take(take),
+        )
+        return matrix.sum(axis=1).astype(np.int64)
+
+    def _groundtruths(self, used: np.ndarray) -> np.ndarray:
+        array = self._column("groundtruths")
+        if not pa.types.is_list(array.type):
+            return np.zeros(self.n, dtype=np.int64)
+        has = _lengths(array) == 1
+        rows = np.flatnonzero(has)
+        if len(rows):
+            elements = pc.list_flatten(array)
+            self._emit(
+                "groundtruths",
+                len(rows),
+                id=self._ids(self.lines[rows], used[rows] + 1),
+                datapoint=self.dp_ids.take(pa.array(rows, pa.int64())),
+                task_type=_repeat("CLASSIFICATION", len(rows), pa.string()),
+                class_name=elements.field("class_name"),
+            )
+        self.counts.groundtruths = int(has.sum())
+        return has.astype(np.int64)
+
+    def _predictions(self, used: np.ndarray) -> None:
+        array = self._column("predictions")
+        if not pa.types.is_list(array.type) or not pa.types.is_struct(array.type.value_type):
+            return
+        elements = pc.list_flatten(array)
+        m = len(elements)
+        self.counts.predictions = m
+        if m == 0:
+            return
+        parents = np.asarray(pc.list_parent_indices(array).to_numpy(), dtype=np.int64)
+        layers = self._layers(elements)
+        layer_counts = (
+            np.stack([present for _, present, _ in layers], axis=1).sum(axis=1)
+            if layers
+            else np.zeros(m, dtype=np.int64)
+        )
+        width = 2 + layer_counts
+        exclusive = np.cumsum(width) - width
+        first = _starts(_lengths(array))  # first element index of each row
+        slots = used[parents] + 1 + exclusive - exclusive[first[parents]]
+        pred_ids = self._ids(self.lines[parents], slots)
+        datapoints = self.dp_ids.take(pa.array(parents, pa.int64()))
+        models = _model_names(elements)
+        model_array = pa.array(models, pa.string())
+        logits = elements.field("logits")
+        lengths = _lengths(logits)
+        flat = np.asarray(pc.list_flatten(logits).to_numpy(zero_copy_only=False), dtype=np.float64)
+        derived = _derive(flat, lengths, self._class_names(elements), m)
+        self._emit(
+            "predictions",
+            m,
+            id=pred_ids,
+            datapoint=datapoints,
+            task_type=_repeat("CLASSIFICATION", m, pa.string()),
+            model_name=model_array,
+            class_names=self._class_names_column(elements),
+            **derived,
+        )
+        vectors: list[dict[str, Any]] = [
+            {
+                "rows": np.arange(m),
+                "slots": slots + 1,
+                "type": "LOGITS",
+                "names": model_array,
+                "values": _float16_lists(flat, lengths),
+                "shape": lengths,
+            }
+        ]
+        if layers:
+            rank = np.cumsum(np.stack([present for _, present, _ in layers], axis=1), axis=1)
+        for position, (layer, present, values) in enumerate(layers):
+            rows = np.flatnonzero(present)
+            names = pa.array(
+                [f"{models[r]}:{layer}" if layer else models[r] for r in rows], pa.string()
+            )
+            taken = values.take(pa.array(rows, pa.int64()))
+            vector_lengths = _lengths(taken)
+            vector_flat = np.asarray(
+                pc.list_flatten(taken).to_numpy(zero_copy_only=False), dtype=np.float64
+            )
+            vectors.append(
+                {
+                    "rows": rows,
+                    "slots": slots[rows] + 1 + rank[rows, position],
+                    "type": "EMBEDDINGS",
+                    "names": names,
+                    "values": _float16_lists(vector_flat, vector_lengths),
+                    "shape": vector_lengths,
+                }
+            )
+        self._emit_vectors(vectors, pred_ids, datapoints, parents)
+
+    def _emit_vectors(
+        self,
+        groups: list[dict[str, Any]],
+        pred_ids: pa.Array,
+        datapoints: pa.Array,
+        parents: np.ndarray,
+    ) -> None:
+        rows = np.concatenate([g["rows"] for g in groups])
+        n = len(rows)
+        take = pa.array(rows, pa.int64())
+        shapes = np.concatenate([g["shape"] for g in groups])
+        shape_offsets = np.arange(n + 1, dtype=np.int32)
+        self._emit(
+            "feature_vectors",
+            n,
+            id=self._ids(self.lines[parents[rows]], np.concatenate([g["slots"] for g in groups])),
+            type=pa.array(
+                np.concatenate([[g["type"]] * len(g["rows"]) for g in groups]), pa.string()
+            ),
+            prediction=pred_ids.take(take),
+            datapoint=datapoints.take(take),
+            model_name=pa.concat_arrays([g["names"] for g in groups]),
+            value=pa.concat_arrays([g["values"] for g in groups]),
+            shape=pa.ListArray.from_arrays(
+                pa.array(shape_offsets), pa.array(shapes.astype(np.int32))
+            ),
+        )
+
+    @staticmethod
+    def _layers(elements: pa.Array) -> list[tuple[str, np.ndarray, pa.Array]]:
+        """(layer name, which elements have a non-empty vector, the list array) per layer."""
+        if "embeddings" not in {f.name for f in elements.type}:
+            return []
+        embeddings = elements.field("embeddings")
+        if pa.types.is_list(embeddings.type):
+            return [("", _lengths(embeddings) > 0, embeddings)]
+        if pa.types.is_struct(embeddings.type):
+            out = []
+            valid = _valid(embeddings)
+            for i, field in enumerate(embeddings.type):
+                child = embeddings.field(i)
+                if pa.types.is_list(child.type):
+                    out.append((field.name, (_lengths(child) > 0) & valid, child))
+            return out
+        return []
+
+    @staticmethod
+    def _class_names_column(elements: pa.Array) -> pa.Array | None:
+        if "class_names" not in {f.name for f in elements.type}:
+            return None
+        column = elements.field("class_names")
+        return None if pa.types.is_null(column.type) else column
+
+    def _class_names(self, elements: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flat names, start of each element's names, how many) for class_name lookups."""
+        column = self._class_names_column(elements)
+        if column is None:
+            empty = np.zeros(len(elements), dtype=np.int64)
+            return np.array([], dtype=object), empty, empty
+        counts = _lengths(column)
+        flat = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=object)
+        return flat, _starts(counts), counts
+
+
+def _derive(
+    flat: np.ndarray,
+    lengths: np.ndarray,
+    class_names: tuple[np.ndarray, np.ndarray, np.ndarray],
+    m: int,
+) -> dict[str, Any]:
+    """confidences, confidence, class_name and metrics of every prediction, per logits length."""
+    names_flat, names_start, names_count = class_names
+    starts = _starts(lengths)
+    confidence = np.empty(m)
+    entropy = np.empty(m)
+    best = np.empty(m, dtype=np.int64)
+    confidence_lengths = np.where(lengths == 1, 2, lengths)
+    confidence_flat = np.empty(int(confidence_lengths.sum()))
+    confidence_starts = _starts(confidence_lengths)
+    for size in np.unique(lengths):
+        rows = np.flatnonzero(lengths == size)
+        x = flat[starts[rows][:, None] + np.arange(size)]
+        p = rows_probabilities(x)
+        winner = np.argmax(p, axis=1)
+        best[rows] = winner
+        confidence[rows] = p[np.arange(len(rows)), winner]
+        entropy[rows] = rows_entropy(p)
+        confidence_flat[confidence_starts[rows][:, None] + np.arange(p.shape[1])] = p
+    named = best < names_count
+    labels = np.asarray(best.astype(str), dtype=object)
+    if named.any():
+        labels[named] = names_flat[names_start[named] + best[named]]
+    offsets = np.zeros(m + 1, dtype=np.int32)
+    np.cumsum(confidence_lengths, out=offsets[1:])
+    metrics = pc.binary_join_element_wise('{"entropy":', _float_text(entropy), "}", "")
+    return {
+        "confidences": pa.ListArray.from_arrays(pa.array(offsets), pa.array(confidence_flat)),
+        "confidence": pa.array(confidence),
+        "class_name": pa.array(labels, pa.string()),
+        "metrics": metrics,
+    }
