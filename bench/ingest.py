@@ -64,27 +64,41 @@ def generate(path: Path, n: int, *, seed: int, embeddings: bool) -> None:
         for start in range(0, n, chunk):
             size = min(chunk, n - start)
             logits = nrng.normal(size=(size, 5)).round(4).tolist()
-            vectors = (nrng.random((size, 512), dtype=np.float32).round(3).tolist()
-                       if embeddings else None)
+            vectors = (
+                nrng.random((size, 512), dtype=np.float32).round(3).tolist() if embeddings else None
+            )
             lines = []
             for i in range(size):
                 index = start + i
                 prediction: dict[str, Any] = {
-                    "task_type": "CLASSIFICATION", "model_name": "resnet50",
-                    "class_names": CLASSES, "logits": logits[i]}
+                    "task_type": "CLASSIFICATION",
+                    "model_name": "resnet50",
+                    "class_names": CLASSES,
+                    "logits": logits[i],
+                }
                 if vectors is not None:
                     prediction["embeddings"] = {"avgpool": vectors[i]}
-                lines.append(json.dumps({
-                    "type": "IMAGE",
-                    "metadata": {"uri": f"s3://bucket/images/{index:08d}.jpg", "width": 640,
-                                 "height": 480},
-                    "tags": {"split": rng.choice(("train", "val", "test")),
-                             "source": rng.choice(("web", "camera", "partner")),
-                             "camera": f"cam{index % 17}"},
-                    "groundtruths": [{"task_type": "CLASSIFICATION",
-                                      "class_name": rng.choice(CLASSES)}],
-                    "predictions": [prediction],
-                }))
+                lines.append(
+                    json.dumps(
+                        {
+                            "type": "IMAGE",
+                            "metadata": {
+                                "uri": f"s3://bucket/images/{index:08d}.jpg",
+                                "width": 640,
+                                "height": 480,
+                            },
+                            "tags": {
+                                "split": rng.choice(("train", "val", "test")),
+                                "source": rng.choice(("web", "camera", "partner")),
+                                "camera": f"cam{index % 17}",
+                            },
+                            "groundtruths": [
+                                {"task_type": "CLASSIFICATION", "class_name": rng.choice(CLASSES)}
+                            ],
+                            "predictions": [prediction],
+                        }
+                    )
+                )
             out.write("\n".join(lines) + "\n")
 
 
@@ -96,8 +110,11 @@ def open_lake(target: str, root: str, server: Any) -> Lake:
     if target == "local":
         return Lake(root)
     assert server is not None
-    options = S3Options(endpoint_url=server.endpoint, access_key_id=server.access_key,
-                        secret_access_key=server.secret_key)
+    options = S3Options(
+        endpoint_url=server.endpoint,
+        access_key_id=server.access_key,
+        secret_access_key=server.secret_key,
+    )
     return Lake(root, s3=options)
 
 
@@ -139,29 +156,47 @@ def fill_lake(lake: Lake, n: int, *, chunk: int = 1_000_000) -> list[str]:
             return derived_ids(ms, salt, lines, np.full(lines.size, slot))
 
         dp_ids = ids(0)
-        tags = pa.table({
-            "id": pa.concat_arrays([ids(1), ids(2), ids(3)]),
-            "datapoint": pa.concat_arrays([dp_ids] * 3),
-            "name": pa.array(np.repeat(["split", "source", "camera"], size)),
-            "value": pa.array(rng.choice(["train", "val", "web", "cam1"], 3 * size)),
-        })
+        tags = pa.table(
+            {
+                "id": pa.concat_arrays([ids(1), ids(2), ids(3)]),
+                "datapoint": pa.concat_arrays([dp_ids] * 3),
+                "name": pa.array(np.repeat(["split", "source", "camera"], size)),
+                "value": pa.array(rng.choice(["train", "val", "web", "cam1"], 3 * size)),
+            }
+        )
         logits = rng.normal(size=(size, 5))
         p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
         tables = {
-            "datapoints": pa.table({"id": dp_ids, "type": pa.array(["IMAGE"] * size),
-                                    "metadata": pa.array([f'{{"uri":"s3://b/{i}.jpg"}}'
-                                                          for i in range(start, start + size)])}),
+            "datapoints": pa.table(
+                {
+                    "id": dp_ids,
+                    "type": pa.array(["IMAGE"] * size),
+                    "metadata": pa.array(
+                        [f'{{"uri":"s3://b/{i}.jpg"}}' for i in range(start, start + size)]
+                    ),
+                }
+            ),
             "tags": tags,
-            "groundtruths": pa.table({"id": ids(4), "datapoint": dp_ids,
-                                      "task_type": pa.array(["CLASSIFICATION"] * size),
-                                      "class_name": pa.array(rng.choice(CLASSES, size))}),
-            "predictions": pa.table({
-                "id": ids(5), "datapoint": dp_ids,
-                "task_type": pa.array(["CLASSIFICATION"] * size),
-                "model_name": pa.array(["resnet50"] * size),
-                "class_name": pa.array(np.array(CLASSES)[p.argmax(axis=1)]),
-                "confidence": pa.array(p.max(axis=1)),
-                "confidences": pa.array(list(p)), "class_names": pa.array([CLASSES] * size)}),
+            "groundtruths": pa.table(
+                {
+                    "id": ids(4),
+                    "datapoint": dp_ids,
+                    "task_type": pa.array(["CLASSIFICATION"] * size),
+                    "class_name": pa.array(rng.choice(CLASSES, size)),
+                }
+            ),
+            "predictions": pa.table(
+                {
+                    "id": ids(5),
+                    "datapoint": dp_ids,
+                    "task_type": pa.array(["CLASSIFICATION"] * size),
+                    "model_name": pa.array(["resnet50"] * size),
+                    "class_name": pa.array(np.array(CLASSES)[p.argmax(axis=1)]),
+                    "confidence": pa.array(p.max(axis=1)),
+                    "confidences": pa.array(list(p)),
+                    "class_names": pa.array([CLASSES] * size),
+                }
+            ),
         }
         with lake.transaction() as txn:
             for name, table in tables.items():
@@ -189,9 +224,22 @@ def _complete(name: str, table: pa.Table, now: datetime) -> pa.Table:
 def bench_update(lake: Lake, datapoint_ids: list[str], count: int) -> dict[str, Any]:
     rng = random.Random(11)
     chosen = rng.sample(sorted(set(datapoint_ids)), min(count, len(set(datapoint_ids))))
-    records = "\n".join(json.dumps({"id": dp, "predictions": [{
-        "task_type": "CLASSIFICATION", "model_name": "resnet50", "class_names": CLASSES,
-        "logits": [rng.gauss(0, 1) for _ in range(5)]}]}) for dp in chosen).encode()
+    records = "\n".join(
+        json.dumps(
+            {
+                "id": dp,
+                "predictions": [
+                    {
+                        "task_type": "CLASSIFICATION",
+                        "model_name": "resnet50",
+                        "class_names": CLASSES,
+                        "logits": [rng.gauss(0, 1) for _ in range(5)],
+                    }
+                ],
+            }
+        )
+        for dp in chosen
+    ).encode()
     uploads = Uploads(lake, batch_size=max(count, 1))
     upload = uploads.create(records)
     started = time.perf_counter()
@@ -203,14 +251,16 @@ def bench_update(lake: Lake, datapoint_ids: list[str], count: int) -> dict[str, 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--embeddings", action="store_true", help="add a 512-d embedding")
     parser.add_argument("--targets", default="local,s3")
     parser.add_argument("--batch-size", type=int, default=50_000)
-    parser.add_argument("--update-sizes", default="1000000",
-                        help="lake sizes for the update benchmark ('' to skip)")
+    parser.add_argument(
+        "--update-sizes", default="1000000", help="lake sizes for the update benchmark ('' to skip)"
+    )
     parser.add_argument("--update-records", type=int, default=10_000)
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--workdir", default=None, help="where files and local lakes go")
@@ -227,35 +277,52 @@ def main() -> int:
             if not source.exists():
                 started = time.perf_counter()
                 generate(source, args.records, seed=1, embeddings=args.embeddings)
-                print(f"generated {args.records} records ({source.stat().st_size / 2**20:.0f} "
-                      f"MiB) in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+                print(
+                    f"generated {args.records} records ({source.stat().st_size / 2**20:.0f} "
+                    f"MiB) in {time.perf_counter() - started:.1f}s",
+                    file=sys.stderr,
+                )
             for target in targets:
-                root = (str(workdir / "lake-ingest") if target == "local"
-                        else f"s3://{server.bucket}/ingest-{time.time_ns()}")  # type: ignore[union-attr]
+                root = (
+                    str(workdir / "lake-ingest")
+                    if target == "local"
+                    else f"s3://{server.bucket}/ingest-{time.time_ns()}"
+                )  # type: ignore[union-attr]
                 if target == "local":
                     shutil.rmtree(root, ignore_errors=True)
                 lake = open_lake(target, root, server)
                 ours = bench_ingest(lake, source, args.records, args.batch_size)
-                raw_root = (str(workdir / "lake-raw") if target == "local"
-                            else f"s3://{server.bucket}/raw-{time.time_ns()}")  # type: ignore[union-attr]
+                raw_root = (
+                    str(workdir / "lake-raw")
+                    if target == "local"
+                    else f"s3://{server.bucket}/raw-{time.time_ns()}"
+                )  # type: ignore[union-attr]
                 if target == "local":
                     shutil.rmtree(raw_root, ignore_errors=True)
                 raw = bench_raw(lake, raw_root)
                 raw_rate = args.records / raw["seconds"]
-                results.append({
-                    "bench": "ingest", "target": target, "records": args.records,
-                    "embeddings": args.embeddings, "seconds": round(ours["seconds"], 2),
-                    "records_per_s": round(ours["records_per_s"]),
-                    "raw_write_seconds": round(raw["seconds"], 2),
-                    "raw_records_per_s": round(raw_rate),
-                    "fraction_of_raw": round(ours["records_per_s"] / raw_rate, 2),
-                    "peak_rss_mib": round(peak_rss_mib()),
-                })
+                results.append(
+                    {
+                        "bench": "ingest",
+                        "target": target,
+                        "records": args.records,
+                        "embeddings": args.embeddings,
+                        "seconds": round(ours["seconds"], 2),
+                        "records_per_s": round(ours["records_per_s"]),
+                        "raw_write_seconds": round(raw["seconds"], 2),
+                        "raw_records_per_s": round(raw_rate),
+                        "fraction_of_raw": round(ours["records_per_s"] / raw_rate, 2),
+                        "peak_rss_mib": round(peak_rss_mib()),
+                    }
+                )
                 print(json.dumps(results[-1]))
         for size in [int(s) for s in args.update_sizes.split(",") if s]:
             for target in targets:
-                root = (str(workdir / f"lake-update-{size}") if target == "local"
-                        else f"s3://{server.bucket}/update-{size}-{time.time_ns()}")  # type: ignore[union-attr]
+                root = (
+                    str(workdir / f"lake-update-{size}")
+                    if target == "local"
+                    else f"s3://{server.bucket}/update-{size}-{time.time_ns()}"
+                )  # type: ignore[union-attr]
                 if target == "local":
                     shutil.rmtree(root, ignore_errors=True)
                 lake = open_lake(target, root, server)
@@ -263,11 +330,16 @@ def main() -> int:
                 sample = fill_lake(lake, size)
                 fill = time.perf_counter() - started
                 update = bench_update(lake, sample, args.update_records)
-                results.append({
-                    "bench": "update", "target": target, "lake_datapoints": size,
-                    "update_records": update["records"], "seconds": round(update["seconds"], 2),
-                    "fill_seconds": round(fill, 1),
-                })
+                results.append(
+                    {
+                        "bench": "update",
+                        "target": target,
+                        "lake_datapoints": size,
+                        "update_records": update["records"],
+                        "seconds": round(update["seconds"], 2),
+                        "fill_seconds": round(fill, 1),
+                    }
+                )
                 print(json.dumps(results[-1]))
     finally:
         if server is not None:
@@ -276,12 +348,16 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|")
     for r in results:
         if r["bench"] == "ingest":
-            print(f"| ingest{' +emb' if r['embeddings'] else ''} | {r['target']} | "
-                  f"{r['records']:,} | {r['seconds']} | {r['records_per_s']:,} | "
-                  f"{r['raw_records_per_s']:,} | {r['fraction_of_raw']} |")
+            print(
+                f"| ingest{' +emb' if r['embeddings'] else ''} | {r['target']} | "
+                f"{r['records']:,} | {r['seconds']} | {r['records_per_s']:,} | "
+                f"{r['raw_records_per_s']:,} | {r['fraction_of_raw']} |"
+            )
         else:
-            print(f"| update {r['update_records']:,} | {r['target']} | "
-                  f"{r['lake_datapoints']:,} dp | {r['seconds']} | | | |")
+            print(
+                f"| update {r['update_records']:,} | {r['target']} | "
+                f"{r['lake_datapoints']:,} dp | {r['seconds']} | | | |"
+            )
     return 0
 
 

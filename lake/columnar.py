@@ -36,7 +36,6 @@ from lake.tables import SCHEMAS
 _TOP_LEVEL = frozenset({"type", "metadata", "tags", "groundtruths", "predictions"})
 _PREDICTION_FIELDS = frozenset({"task_type", "model_name", "class_names", "logits", "embeddings"})
 _GROUNDTRUTH_FIELDS = frozenset({"task_type", "class_name"})
-_BLOCK_SIZE = 16 << 20
 
 
 def plan_batch(
@@ -49,9 +48,7 @@ def plan_batch(
     if not len(batch.numbers):
         return None
     try:
-        table = pj.read_json(
-            io.BytesIO(batch.data), read_options=pj.ReadOptions(block_size=_BLOCK_SIZE)
-        )
+        table = pj.read_json(io.BytesIO(batch.data))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     if table.num_rows != len(batch.numbers):  # several objects on one line

@@ -37,6 +37,8 @@ class DeltaStore:
         self.options = location.delta_storage_options()
         self._cache: dict[tuple[str, int], DeltaTable] = {}
         self._cache_lock = threading.Lock()
+        # tables opened for writing, kept open across commits (writes hold the lake's lock)
+        self._writers: dict[str, DeltaTable] = {}
 
     def uri(self, table: str) -> str:
         return self.location.join(table)
@@ -111,7 +113,7 @@ class DeltaStore:
     # -- writing -----------------------------------------------------------------------------
     def append(self, table: str, rows: pa.Table) -> int:
         def write() -> int:
-            dt = DeltaTable(self.uri(table), storage_options=self.options)
+            dt = self._writer(table)
             write_deltalake(dt, rows, mode="append")
             return int(dt.version())
 
@@ -128,7 +130,7 @@ class DeltaStore:
         )
 
         def write() -> int:
-            dt = DeltaTable(self.uri(table), storage_options=self.options)
+            dt = self._writer(table)
             (
                 dt.merge(source, predicate="t.id = s.id", source_alias="s", target_alias="t")
                 .when_matched_delete(predicate="s._op = 'delete'")
@@ -142,7 +144,7 @@ class DeltaStore:
 
     def delete_where(self, table: str, predicate: str) -> int:
         def write() -> int:
-            dt = DeltaTable(self.uri(table), storage_options=self.options)
+            dt = self._writer(table)
             dt.delete(predicate)
             return int(dt.version())
 
@@ -150,11 +152,21 @@ class DeltaStore:
 
     def restore(self, table: str, version: int) -> int:
         def write() -> int:
-            dt = DeltaTable(self.uri(table), storage_options=self.options)
+            dt = self._writer(table)
             dt.restore(version)
             return int(dt.version())
 
         return self._with_retries(table, "restore", write)
+
+    def _writer(self, table: str) -> DeltaTable:
+        """The table at its newest version, reusing the object of the previous commit."""
+        dt = self._writers.get(table)
+        if dt is None:
+            dt = DeltaTable(self.uri(table), storage_options=self.options)
+            self._writers[table] = dt
+        else:
+            dt.update_incremental()
+        return dt
 
     def _with_retries(self, table: str, what: str, fn: Callable[[], T]) -> T:
         delay = 0.05
@@ -162,6 +174,7 @@ class DeltaStore:
             try:
                 return fn()
             except CommitFailedError as exc:
+                self._writers.pop(table, None)
                 if attempt == _COMMIT_RETRIES - 1:
                     raise CommitConflictError(
                         f"{what} on table {table!r} conflicted {_COMMIT_RETRIES} times: {exc}"
@@ -169,5 +182,6 @@ class DeltaStore:
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except (DeltaError, OSError) as exc:
+                self._writers.pop(table, None)
                 raise StorageError(f"{what} on table {table!r} failed: {exc}") from exc
         raise AssertionError("unreachable")

@@ -61,6 +61,13 @@ def canonical(value: object) -> str | None:
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+# each byte as its two hex digits, in memory order (little-endian uint16: first digit low)
+_HEX_PAIRS = (
+    _HEX[np.arange(256) >> 4].astype(np.uint16)
+    | (_HEX[np.arange(256) & 0x0F].astype(np.uint16) << 8)
+).astype("<u2")
+# (first digit, end digit, column) of the five groups of 8-4-4-4-12 digits
+_GROUPS = ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24))
 
 
 def derived_ids(ms: int, salt: int, lines: np.ndarray, slots: np.ndarray) -> pa.Array:
@@ -83,10 +90,10 @@ def derived_ids(ms: int, salt: int, lines: np.ndarray, slots: np.ndarray) -> pa.
     raw = np.empty((lines.size, 16), dtype=np.uint8)
     raw[:, :8] = high.astype(">u8").view(np.uint8).reshape(-1, 8)
     raw[:, 8:] = low64.astype(">u8").view(np.uint8).reshape(-1, 8)
-    digits = np.empty((lines.size, 32), dtype=np.uint8)
-    digits[:, 0::2] = _HEX[raw >> 4]
-    digits[:, 1::2] = _HEX[raw & 0x0F]
-    text = np.insert(digits, [8, 12, 16, 20], ord("-"), axis=1)
-    flat = pa.py_buffer(np.ascontiguousarray(text).tobytes())
+    chars = _HEX_PAIRS[raw].view(np.uint8).reshape(lines.size, 32)
+    text = np.full((lines.size, 36), ord("-"), dtype=np.uint8)
+    for start, stop, into in _GROUPS:
+        text[:, into : into + stop - start] = chars[:, start:stop]
+    flat = pa.py_buffer(text.tobytes())
     offsets = pa.py_buffer((np.arange(lines.size + 1, dtype=np.int32) * 36).tobytes())
     return pa.StringArray.from_buffers(lines.size, offsets, flat)

@@ -41,10 +41,17 @@ class LakeState:
     seq: int
     versions: dict[str, int] = field(default_factory=dict)
     created_at: str = ""
+    #: progress of the uploads still running, committed together with their batches
+    progress: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(
-            {"seq": self.seq, "versions": self.versions, "created_at": self.created_at}
+            {
+                "seq": self.seq,
+                "versions": self.versions,
+                "created_at": self.created_at,
+                "progress": self.progress,
+            }
         ).encode()
 
     @classmethod
@@ -54,6 +61,7 @@ class LakeState:
             int(data["seq"]),
             {k: int(v) for k, v in data["versions"].items()},
             str(data.get("created_at", "")),
+            dict(data.get("progress") or {}),
         )
 
 
@@ -170,12 +178,15 @@ class Lake:
                     self._restore(base, txn.versions)
                     self.store.delete(_INTENT)
                 raise
+            if txn.dirty or txn.progress != base.progress:
+                self._publish(base, txn.versions, txn.progress)
             if txn.dirty:
-                self._publish(base, txn.versions)
                 self.store.delete(_INTENT)
 
-    def _publish(self, base: LakeState, versions: dict[str, int]) -> LakeState:
-        new = LakeState(base.seq + 1, dict(versions), datetime.now(UTC).isoformat())
+    def _publish(
+        self, base: LakeState, versions: dict[str, int], progress: dict[str, dict[str, Any]]
+    ) -> LakeState:
+        new = LakeState(base.seq + 1, dict(versions), datetime.now(UTC).isoformat(), dict(progress))
         if not self.store.put_if_absent(_state_key(new.seq), new.to_json()):
             raise StorageError(
                 f"lake state {new.seq} was published by another writer while this one held "
@@ -210,7 +221,15 @@ class Transaction:
         self.lake = lake
         self.base = base
         self.versions = dict(base.versions)
+        self.progress = dict(base.progress)
         self.dirty = False
+
+    def set_progress(self, upload_id: str, progress: dict[str, Any] | None) -> None:
+        """Record (or, with None, forget) a running upload's progress in the next state."""
+        if progress is None:
+            self.progress.pop(upload_id, None)
+        else:
+            self.progress[upload_id] = progress
 
     def _begin(self, table: str) -> None:
         if not self.dirty:

@@ -151,7 +151,9 @@ class _Splitter:
         data = self.pending + chunk if self.pending else chunk
         # a trailing \r may be the first half of \r\n: keep it with the unsplit tail
         suffix = b"\r" if data.endswith(b"\r") else b""
-        body = (data[:-1] if suffix else data).replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        body = data[:-1] if suffix else data
+        if b"\r" in body:
+            body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         cut = body.rfind(b"\n")
         if cut < 0:
             self.pending = body + suffix
@@ -184,9 +186,12 @@ class _Splitter:
         starts = np.concatenate(([0], ends[:-1]))
         numbers = self.number + 1 + np.arange(len(ends), dtype=np.int64)
         self.number += len(ends)
-        solid = np.cumsum(~np.isin(raw, _BLANK_BYTES), dtype=np.int64)
-        before = np.where(starts > 0, solid[np.maximum(starts - 1, 0)], 0)
-        keep = (solid[ends - 1] - before > 0) & (numbers > self.skip_through)
+        # a line is blank when it holds only white space: look closer only at lines that
+        # start with white space (a record line starts with "{")
+        keep = ~np.isin(raw[np.minimum(starts, len(raw) - 1)], _BLANK_BYTES)
+        for i in np.flatnonzero(~keep):
+            keep[i] = bool(block[starts[i] : ends[i]].strip())
+        keep &= numbers > self.skip_through
         too_long = keep & (ends - starts - 1 > self.max_line)
         if too_long.any():
             self.errors.extend(_too_long(int(n), self.max_line) for n in numbers[too_long])

@@ -143,6 +143,14 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("errors", STR),
         ("error_message", STR),
     ),
+    # record errors of running uploads (a finished upload's first ones are in its row)
+    "upload_errors": _schema(
+        ("upload_id", STR),
+        ("organization_id", STR),
+        ("line", pa.int64()),
+        ("field", STR),
+        ("reason", STR),
+    ),
 }
 
 #: Tables whose rows hang off a datapoint (their ``datapoint`` column names it).

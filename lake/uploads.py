@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +26,7 @@ from lake.columnar import plan_batch
 from lake.errors import InputError, LakeError, NotFoundError, RecordError
 from lake.fastpath import FastBatch, FastPlanner, is_simple
 from lake.ingest import BatchCounts, BatchPlanner, IdSource
-from lake.lake import Lake
+from lake.lake import Lake, LakeState
 from lake.ndjson import DEFAULT_MAX_LINE, RawBatch, parse_line, read_batches
 from lake.records import RecordSpec, normalise
 from lake.tables import SCHEMAS
@@ -114,6 +114,28 @@ class Upload:
             "error_message": self.error_message,
         }
 
+    def progress(self) -> dict[str, Any]:
+        """The counters kept in the lake state while the upload runs."""
+        return {
+            "lines_done": self.lines_done,
+            "records_read": self.records_read,
+            **asdict(self.counts),
+            "failures": self.failures,
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+    def with_progress(self, progress: dict[str, Any] | None) -> Upload:
+        if not progress:
+            return self
+        self.lines_done = int(progress["lines_done"])
+        self.records_read = int(progress["records_read"])
+        self.counts = BatchCounts(
+            *(int(progress[name]) for name in BatchCounts.__dataclass_fields__)
+        )
+        self.failures = int(progress["failures"])
+        self.updated_at = datetime.fromisoformat(progress["updated_at"])
+        return self
+
     def summary(self, *, max_errors: int = 10) -> dict[str, Any]:
         """A JSON-ready digest: id, status, counts, first errors."""
         return {
@@ -125,12 +147,6 @@ class Upload:
             "errors": self.errors[:max_errors],
             "error_message": self.error_message,
         }
-
-    def record_errors(self, errors: Iterable[RecordError]) -> None:
-        for error in errors:
-            self.failures += 1
-            if len(self.errors) < MAX_STORED_ERRORS:
-                self.errors.append(error.to_dict())
 
 
 ProgressCallback = Callable[[int], None]
@@ -200,16 +216,30 @@ class Uploads:
     def _save(self, upload: Upload) -> None:
         with self.lake.transaction() as txn:
             txn.upsert("uploads", _rows([upload]))
+            txn.set_progress(upload.id, upload.progress())
 
     def get(self, upload_id: str, *, organization_id: str | None = None) -> Upload:
         canonical = ids.canonical(upload_id)
         condition = pc.field("id") == (canonical or upload_id)
         if organization_id is not None:
             condition &= pc.field("organization_id") == organization_id
-        rows = self.lake.read("uploads", filter=condition).to_pylist()
+        state = self.lake.state()
+        rows = self.lake.read("uploads", state=state, filter=condition).to_pylist()
         if not rows:
             raise NotFoundError(f"upload {upload_id} not found")
-        return Upload.from_row(rows[0])
+        upload = Upload.from_row(rows[0]).with_progress(state.progress.get(rows[0]["id"]))
+        if not upload.status.finished:
+            upload.errors = self._stored_errors(upload.id, state)
+        return upload
+
+    def _stored_errors(self, upload_id: str, state: LakeState) -> list[dict[str, Any]]:
+        rows = self.lake.read(
+            "upload_errors",
+            state=state,
+            columns=["line", "field", "reason"],
+            filter=pc.field("upload_id") == upload_id,
+        )
+        return rows.sort_by("line").slice(0, MAX_STORED_ERRORS).to_pylist()
 
     def list_uploads(
         self, *, organization_id: str | None = None, status: UploadStatus | None = None
@@ -220,8 +250,11 @@ class Uploads:
         if status is not None:
             by_status = pc.field("status") == str(status)
             condition = by_status if condition is None else condition & by_status
-        rows = self.lake.read("uploads", filter=condition).to_pylist()
-        uploads = [Upload.from_row(row) for row in rows]
+        state = self.lake.state()
+        rows = self.lake.read("uploads", state=state, filter=condition).to_pylist()
+        uploads = [
+            Upload.from_row(row).with_progress(state.progress.get(row["id"])) for row in rows
+        ]
         return sorted(uploads, key=lambda u: u.created_at, reverse=True)
 
     def abort(self, upload_id: str, *, organization_id: str | None = None) -> Upload:
@@ -230,22 +263,15 @@ class Uploads:
         if upload.status.finished:
             return upload
         self.lake.store.put(_ABORT_PREFIX + upload.id, b"1")
-        with self.lake.transaction() as txn:
-            current = self._current(upload.id, txn.base)
-            if current.status.finished:
-                return current
-            current.status = UploadStatus.ABORTED
-            current.finished_at = current.updated_at = datetime.now(UTC)
-            txn.upsert("uploads", _rows([current]))
-        return current
+        return self._finish(upload, UploadStatus.ABORTED, "the upload was aborted")
 
-    def _current(self, upload_id: str, state: Any) -> Upload:
+    def _current(self, upload_id: str, state: LakeState) -> Upload:
         rows = self.lake.read(
             "uploads", state=state, filter=pc.field("id") == upload_id
         ).to_pylist()
         if not rows:
             raise NotFoundError(f"upload {upload_id} not found")
-        return Upload.from_row(rows[0])
+        return Upload.from_row(rows[0]).with_progress(state.progress.get(upload_id))
 
     # -- running -------------------------------------------------------------------------------
     def run(self, upload_id: str, *, progress: ProgressCallback | None = None) -> Upload:
@@ -342,9 +368,10 @@ class Uploads:
     def _commit_batch(self, upload: Upload, batch: PreparedBatch, id_source: IdSource) -> Upload:
         errors = list(batch.errors)
         with self.lake.transaction() as txn:
-            current = self._current(upload.id, txn.base)
-            if current.status.finished or self.lake.store.get(_ABORT_PREFIX + upload.id):
-                return current
+            progress = txn.base.progress.get(upload.id)
+            if progress is None or self.lake.store.get(_ABORT_PREFIX + upload.id):
+                return self._current(upload.id, txn.base)  # finished or aborted meanwhile
+            current = upload.with_progress(progress)
             planner = BatchPlanner(
                 txn, organization_id=upload.organization_id, id_source=id_source, now=batch.now
             )
@@ -355,14 +382,17 @@ class Uploads:
                 except RecordError as exc:
                     errors.append(exc)
             planner.changes.commit(txn, new_rows=batch.fast.tables)
-            errors.sort(key=lambda e: e.line or 0)
-            current.record_errors(errors)
+            room = max(0, MAX_STORED_ERRORS - current.failures)
+            if errors and room:
+                errors.sort(key=lambda e: e.line or 0)
+                txn.append("upload_errors", _error_rows(current, errors[:room]))
+            current.failures += len(errors)
             current.counts.add(planner.counts)
             current.counts.add(batch.fast.counts)
             current.records_read += batch.records_read
             current.lines_done = batch.last_line
             current.updated_at = batch.now
-            txn.upsert("uploads", _rows([current]))
+            txn.set_progress(current.id, current.progress())
         return current
 
     def _finish(self, upload: Upload, status: UploadStatus, message: str | None) -> Upload:
@@ -373,7 +403,9 @@ class Uploads:
             current.status = status
             current.error_message = message
             current.finished_at = current.updated_at = datetime.now(UTC)
+            current.errors = self._stored_errors(upload.id, txn.base)
             txn.upsert("uploads", _rows([current]))
+            txn.set_progress(current.id, None)
         self.lake.store.delete(_ABORT_PREFIX + upload.id)
         return current
 
@@ -384,6 +416,19 @@ def _deadline(upload: Upload) -> float | None:
         return None
     elapsed = (datetime.now(UTC) - upload.created_at).total_seconds()
     return time.monotonic() + float(timeout) - elapsed
+
+
+def _error_rows(upload: Upload, errors: list[RecordError]) -> pa.Table:
+    return pa.table(
+        {
+            "upload_id": [upload.id] * len(errors),
+            "organization_id": [upload.organization_id] * len(errors),
+            "line": pa.array([e.line for e in errors], pa.int64()),
+            "field": [e.field for e in errors],
+            "reason": [e.reason for e in errors],
+        },
+        schema=SCHEMAS["upload_errors"],
+    )
 
 
 def _rows(uploads: list[Upload]) -> pa.Table:
