@@ -141,13 +141,17 @@ def bench_raw(lake: Lake, raw_root: str) -> dict[str, Any]:
     return {"seconds": elapsed, "rows": rows}
 
 
-def fill_lake(lake: Lake, n: int, *, chunk: int = 1_000_000) -> list[str]:
-    """Write n datapoints with 3 tags, a groundtruth and a prediction each; return some ids."""
+def fill_lake(lake: Lake, n: int, *, chunk: int = 50_000) -> tuple[list[str], list[str]]:
+    """Write n datapoints with 3 tags, a groundtruth and a prediction each, one commit per table
+    per chunk of 50k (as ingestion writes them). Return 10k consecutive datapoint ids (one
+    ingestion batch and a bit) and 10k random ones."""
     rng = np.random.default_rng(7)
     now = datetime.now(UTC)
     ms = int(now.timestamp() * 1000)
     salt = salt_of("bench-fill")
-    sample: list[str] = []
+    middle = (n // 2) // chunk * chunk
+    consecutive: list[str] = []
+    scattered: list[str] = []
     for start in range(0, n, chunk):
         size = min(chunk, n - start)
         lines = np.arange(start + 1, start + size + 1)
@@ -202,8 +206,11 @@ def fill_lake(lake: Lake, n: int, *, chunk: int = 1_000_000) -> list[str]:
             for name, table in tables.items():
                 txn.append(name, _complete(name, table, now))
             txn.ensure_tables()
-        sample.extend(dp_ids.take(pa.array(rng.integers(0, size, 2_000))).to_pylist())
-    return sample
+        if start == middle:  # 10k consecutive datapoints, as one earlier upload created them
+            consecutive = dp_ids.slice(size // 4, 10_000).to_pylist()
+        picks = rng.integers(0, size, max(1, 10_000 * size // n))
+        scattered.extend(dp_ids.take(pa.array(picks)).to_pylist())
+    return consecutive, scattered
 
 
 def _complete(name: str, table: pa.Table, now: datetime) -> pa.Table:
@@ -221,9 +228,10 @@ def _complete(name: str, table: pa.Table, now: datetime) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=SCHEMAS[name])
 
 
-def bench_update(lake: Lake, datapoint_ids: list[str], count: int) -> dict[str, Any]:
+def bench_update(lake: Lake, datapoint_ids: list[str]) -> dict[str, Any]:
+    """One upload giving each datapoint a new prediction (replacing the old one)."""
     rng = random.Random(11)
-    chosen = rng.sample(sorted(set(datapoint_ids)), min(count, len(set(datapoint_ids))))
+    chosen = sorted(set(datapoint_ids))
     records = "\n".join(
         json.dumps(
             {
@@ -240,7 +248,7 @@ def bench_update(lake: Lake, datapoint_ids: list[str], count: int) -> dict[str, 
         )
         for dp in chosen
     ).encode()
-    uploads = Uploads(lake, batch_size=max(count, 1))
+    uploads = Uploads(lake, batch_size=len(chosen))
     upload = uploads.create(records)
     started = time.perf_counter()
     upload = uploads.run(upload.id)
@@ -261,7 +269,6 @@ def main() -> int:
     parser.add_argument(
         "--update-sizes", default="1000000", help="lake sizes for the update benchmark ('' to skip)"
     )
-    parser.add_argument("--update-records", type=int, default=10_000)
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--workdir", default=None, help="where files and local lakes go")
     args = parser.parse_args()
@@ -327,20 +334,22 @@ def main() -> int:
                     shutil.rmtree(root, ignore_errors=True)
                 lake = open_lake(target, root, server)
                 started = time.perf_counter()
-                sample = fill_lake(lake, size)
+                consecutive, scattered = fill_lake(lake, size)
                 fill = time.perf_counter() - started
-                update = bench_update(lake, sample, args.update_records)
-                results.append(
-                    {
-                        "bench": "update",
-                        "target": target,
-                        "lake_datapoints": size,
-                        "update_records": update["records"],
-                        "seconds": round(update["seconds"], 2),
-                        "fill_seconds": round(fill, 1),
-                    }
-                )
-                print(json.dumps(results[-1]))
+                for layout, sample in (("consecutive", consecutive), ("random", scattered)):
+                    update = bench_update(lake, sample)
+                    results.append(
+                        {
+                            "bench": "update",
+                            "target": target,
+                            "lake_datapoints": size,
+                            "update_records": update["records"],
+                            "datapoints": layout,
+                            "seconds": round(update["seconds"], 2),
+                            "fill_seconds": round(fill, 1),
+                        }
+                    )
+                    print(json.dumps(results[-1]))
     finally:
         if server is not None:
             server.stop()

@@ -66,23 +66,23 @@ class Changes:
 
     def __init__(self) -> None:
         self.upserts: dict[str, dict[str, Row]] = defaultdict(dict)
-        self.deletes: dict[str, set[str]] = defaultdict(set)
+        self.deletes: dict[str, dict[str, Row]] = defaultdict(dict)
         self.existing: dict[str, set[str]] = defaultdict(set)
 
     def put(self, table: str, row: Row) -> None:
         self.upserts[table][row["id"]] = row
 
-    def drop(self, table: str, row_id: str) -> None:
-        self.upserts[table].pop(row_id, None)
-        if row_id in self.existing[table]:
-            self.deletes[table].add(row_id)
+    def drop(self, table: str, row: Row) -> None:
+        self.upserts[table].pop(row["id"], None)
+        if row["id"] in self.existing[table]:
+            self.deletes[table][row["id"]] = row
 
     def commit(self, txn: Transaction, *, new_rows: dict[str, pa.Table] | None = None) -> None:
         """Commit every table once; ``new_rows`` are extra rows that are all new (appended)."""
         new_rows = new_rows or {}
         for table in SCHEMAS:
             rows = list(self.upserts.get(table, {}).values())
-            deletes = sorted(self.deletes.get(table, ()))
+            deletes = list(self.deletes.get(table, {}).values())
             arrow = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
             if table in new_rows:
                 arrow = pa.concat_tables([arrow, new_rows[table]])
@@ -165,8 +165,14 @@ class BatchPlanner:
     def _read(
         self, table: str, column: str, values: Iterable[str], columns: list[str] | None = None
     ) -> pa.Table:
-        value_set = pa.array(sorted(values), pa.string())
-        condition = pc.field(column).isin(value_set) & (pc.field("organization_id") == self.org)
+        ordered = sorted(values)
+        # the range lets the reader skip files by their statistics before testing membership
+        condition = (
+            (pc.field(column) >= ordered[0])
+            & (pc.field(column) <= ordered[-1])
+            & pc.field(column).isin(pa.array(ordered, pa.string()))
+            & (pc.field("organization_id") == self.org)
+        )
         return self.txn.lake.read(table, state=self.state, columns=columns, filter=condition)
 
     def _rows(self, table: str, column: str, values: Iterable[str]) -> list[Row]:
@@ -292,14 +298,14 @@ class BatchPlanner:
     ) -> None:
         if tags is None:
             for row in datapoint.tags.values():
-                self.changes.drop("tags", row["id"])
+                self.changes.drop("tags", row)
             datapoint.tags.clear()
             return
         for name, value in tags.items():
             current = datapoint.tags.get(name)
             if value is None:
                 if current is not None:
-                    self.changes.drop("tags", current["id"])
+                    self.changes.drop("tags", current)
                     del datapoint.tags[name]
             elif current is None:
                 row = {
@@ -348,13 +354,13 @@ class BatchPlanner:
             self._apply_vector(datapoint, attachment, vector, slots)
 
     def _drop_attachment(self, kind: str, attachment: Attachment) -> None:
-        self.changes.drop(kind, attachment.row["id"])
+        self.changes.drop(kind, attachment.row)
         self.attachment_owner.pop(attachment.row["id"], None)
         for child_kind, rows in attachment.children.items():
-            for row_id in rows:
-                self.changes.drop(child_kind, row_id)
+            for row in rows.values():
+                self.changes.drop(child_kind, row)
         for row in attachment.vectors.values():
-            self.changes.drop("feature_vectors", row["id"])
+            self.changes.drop("feature_vectors", row)
 
     def _new_attachment_row(self, datapoint: Datapoint, spec: AttachmentSpec, slots: _Slots) -> Row:
         row: Row = dict.fromkeys(SCHEMAS[spec.kind].names)
@@ -394,8 +400,8 @@ class BatchPlanner:
     ) -> None:
         current = attachment.children[child_kind]
         if children is None:
-            for row_id in current:
-                self.changes.drop(child_kind, row_id)
+            for row in current.values():
+                self.changes.drop(child_kind, row)
             current.clear()
             return
         for child in children:
@@ -424,13 +430,13 @@ class BatchPlanner:
         model = attachment.row.get("model_name") or ""
         if vector.clear_all:
             for key in [k for k in attachment.vectors if k[0] == vector.type]:
-                self.changes.drop("feature_vectors", attachment.vectors.pop(key)["id"])
+                self.changes.drop("feature_vectors", attachment.vectors.pop(key))
             return
         name = f"{model}:{vector.layer}" if vector.layer else model
         key = (vector.type, name)
         old = attachment.vectors.pop(key, None)
         if old is not None:
-            self.changes.drop("feature_vectors", old["id"])
+            self.changes.drop("feature_vectors", old)
         if vector.value is None:
             return
         row = {

@@ -348,7 +348,8 @@ class Uploads:
             batch, rest = FastBatch({}, BatchCounts(), 0), raw.lines()
         else:
             batch, leftover = native
-            rest = [raw.lines()[i] for i in leftover] if leftover else []
+            lines = raw.lines() if leftover else []
+            rest = [lines[i] for i in leftover]
         fast = FastPlanner(organization_id=organization_id, id_source=id_source, now=now)
         specs: list[RecordSpec] = []
         for line in rest:
