@@ -30,7 +30,7 @@ from lake import ids
 from lake.errors import RecordError
 from lake.lake import LakeState, Transaction
 from lake.records import AttachmentSpec, ChildSpec, RecordSpec, VectorSpec, json_text, task_key
-from lake.tables import ATTACHMENT_CHILDREN, SCHEMAS
+from lake.tables import ATTACHMENT_CHILDREN, SCHEMAS, empty
 
 Row = dict[str, Any]
 _PARENT_COLUMN = {"predictions": "prediction", "groundtruths": "groundtruth"}
@@ -166,6 +166,8 @@ class BatchPlanner:
         self, table: str, column: str, values: Iterable[str], columns: list[str] | None = None
     ) -> pa.Table:
         ordered = sorted(values)
+        if not ordered:
+            return empty(table).select(columns) if columns is not None else empty(table)
         # the range lets the reader skip files by their statistics before testing membership
         condition = (
             (pc.field(column) >= ordered[0])
