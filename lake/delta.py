@@ -84,8 +84,9 @@ class DeltaStore:
             raise StorageError(f"cannot create table {table!r}: {exc}") from exc
 
     # -- reading -----------------------------------------------------------------------------
-    def dataset(self, table: str, version: int) -> ds.Dataset:
-        return self.open(table, version).to_pyarrow_dataset()
+    def dataset(self, table: str, version: int, *, prune: str | None = None) -> ds.Dataset:
+        """The table as a pyarrow dataset; ``prune`` (SQL over columns) skips files by stats."""
+        return self.open(table, version).to_pyarrow_dataset(file_pruning_predicate=prune)
 
     def read(
         self,
@@ -94,9 +95,10 @@ class DeltaStore:
         *,
         columns: Sequence[str] | None = None,
         filter: pc.Expression | None = None,
+        prune: str | None = None,
     ) -> pa.Table:
         try:
-            return self.dataset(table, version).to_table(
+            return self.dataset(table, version, prune=prune).to_table(
                 columns=list(columns) if columns is not None else None, filter=filter
             )
         except (DeltaError, OSError, pa.ArrowException) as exc:

@@ -132,7 +132,9 @@ class BatchPlanner:
         self.state: LakeState = txn.base
         self.org = organization_id
         self.id_source = id_source
-        self.now = now
+        # rows are planned as Python dicts; times stay integers (microseconds since the
+        # epoch) there, since building millions of datetime objects costs more than the rest
+        self.now = int(now.timestamp() * 1_000_000)
         self.changes = Changes()
         self.datapoints: dict[str, Datapoint] = {}
         self.attachment_owner: dict[str, tuple[str, str]] = {}  # att id -> (kind, datapoint)
@@ -168,17 +170,22 @@ class BatchPlanner:
         ordered = sorted(values)
         if not ordered:
             return empty(table).select(columns) if columns is not None else empty(table)
-        # the range lets the reader skip files by their statistics before testing membership
-        condition = (
-            (pc.field(column) >= ordered[0])
-            & (pc.field(column) <= ordered[-1])
-            & pc.field(column).isin(pa.array(ordered, pa.string()))
-            & (pc.field("organization_id") == self.org)
+        condition = pc.field(column).isin(pa.array(ordered, pa.string())) & (
+            pc.field("organization_id") == self.org
         )
-        return self.txn.lake.read(table, state=self.state, columns=columns, filter=condition)
+        # the key range lets the reader skip whole files by their statistics
+        prune = f"{column} >= {_sql_text(ordered[0])} AND {column} <= {_sql_text(ordered[-1])}"
+        return self.txn.lake.read(
+            table, state=self.state, columns=columns, filter=condition, prune=prune
+        )
 
     def _rows(self, table: str, column: str, values: Iterable[str]) -> list[Row]:
-        rows = self._read(table, column, values).to_pylist()
+        read = self._read(table, column, values)
+        for index, column_type in enumerate(read.schema.types):
+            if pa.types.is_timestamp(column_type):
+                name = read.schema.names[index]
+                read = read.set_column(index, name, read.column(index).cast(pa.int64()))
+        rows = read.to_pylist()
         self.changes.existing[table].update(row["id"] for row in rows)
         return rows
 
@@ -469,6 +476,10 @@ class _Slots:
         slot = 0 if first else self.slot + 1
         self.slot = max(self.slot, slot)
         return self.source.make(self.line, slot)
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _json(text: str | None) -> dict[str, Any]:

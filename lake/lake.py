@@ -129,8 +129,13 @@ class Lake:
         state: LakeState | None = None,
         columns: Sequence[str] | None = None,
         filter: pc.Expression | None = None,
+        prune: str | None = None,
     ) -> pa.Table:
-        """Rows of ``table`` at ``state`` (the latest by default) as an Arrow table."""
+        """Rows of ``table`` at ``state`` (the latest by default) as an Arrow table.
+
+        ``filter`` selects rows; ``prune`` is a SQL predicate that skips whole files by their
+        statistics (a range of keys, say), applied before the filter.
+        """
         state = state or self.state()
         version = state.versions.get(table)
         if version is None:
@@ -138,7 +143,7 @@ class Lake:
             if columns is not None:
                 result = result.select(list(columns))
             return result
-        return self.delta.read(table, version, columns=columns, filter=filter)
+        return self.delta.read(table, version, columns=columns, filter=filter, prune=prune)
 
     def scan(self, table: str, *, state: LakeState | None = None) -> pl.LazyFrame:
         state = state or self.state()
