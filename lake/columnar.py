@@ -27,7 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from lake import ids
-from lake.fastpath import FastBatch, rows_entropy, rows_probabilities
+from lake.derive import rows_entropy, rows_probabilities
+from lake.fastpath import FastBatch
 from lake.ingest import BatchCounts, IdSource
 from lake.ndjson import RawBatch
 from lake.records import DATAPOINT_TYPES

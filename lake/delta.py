@@ -151,6 +151,16 @@ class DeltaStore:
 
         return self._with_retries(table, "upsert", write)
 
+    def replace(self, table: str, rows: pa.Table, predicate: str) -> int:
+        """One commit: the rows matching ``predicate`` (SQL) are replaced by ``rows``."""
+
+        def write() -> int:
+            dt = self._writer(table)
+            write_deltalake(dt, rows, mode="overwrite", predicate=predicate)
+            return int(dt.version())
+
+        return self._with_retries(table, "replace", write)
+
     def delete_where(self, table: str, predicate: str) -> int:
         def write() -> int:
             dt = self._writer(table)

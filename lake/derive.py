@@ -207,3 +207,23 @@ def _max_pool(array: np.ndarray) -> np.ndarray:
     padded = np.pad(hwc, ((0, pad_h), (0, pad_w), (0, 0)), constant_values=np.nan)
     blocks = padded.reshape((height + pad_h) // kh, kh, (width + pad_w) // kw, kw, channels)
     return np.nanmax(blocks, axis=(1, 3))
+
+
+def rows_probabilities(x: np.ndarray) -> np.ndarray:
+    """Row-wise probabilities, exactly as :func:`process_logits` computes them for [C]."""
+    if x.shape[1] == 1:
+        p = 1.0 / (1.0 + np.exp(-x[:, 0]))
+        return np.stack([p, 1.0 - p], axis=1)
+    with np.errstate(over="ignore"):
+        exps = np.exp(x)
+    bad = ~np.isfinite(exps).all(axis=1)
+    if bad.any():
+        exps[bad] = np.exp(x[bad] - np.max(x[bad], axis=1, keepdims=True))
+    return exps / np.sum(exps, axis=1, keepdims=True)
+
+
+def rows_entropy(p: np.ndarray) -> np.ndarray:
+    n = p.shape[1]
+    clipped = np.clip(p, 1e-10, 1.0)
+    total = np.sum(-clipped * np.log(clipped), axis=1)
+    return total / math.log(n) if n > 1 else total * 0.0

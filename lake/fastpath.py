@@ -23,6 +23,7 @@ import orjson
 import pyarrow as pa
 
 from lake import ids
+from lake.derive import rows_entropy, rows_probabilities
 from lake.ingest import BatchCounts, IdSource
 from lake.records import DATAPOINT_TYPES
 from lake.tables import SCHEMAS
@@ -313,26 +314,6 @@ class FastPlanner:
             "class_name": class_name,
             "metrics": metrics,
         }
-
-
-def rows_probabilities(x: np.ndarray) -> np.ndarray:
-    """Row-wise probabilities, as :func:`lake.derive.process_logits` computes them for [C]."""
-    if x.shape[1] == 1:
-        p = 1.0 / (1.0 + np.exp(-x[:, 0]))
-        return np.stack([p, 1.0 - p], axis=1)
-    with np.errstate(over="ignore"):
-        exps = np.exp(x)
-    bad = ~np.isfinite(exps).all(axis=1)
-    if bad.any():
-        exps[bad] = np.exp(x[bad] - np.max(x[bad], axis=1, keepdims=True))
-    return exps / np.sum(exps, axis=1, keepdims=True)
-
-
-def rows_entropy(p: np.ndarray) -> np.ndarray:
-    n = p.shape[1]
-    clipped = np.clip(p, 1e-10, 1.0)
-    total = np.sum(-clipped * np.log(clipped), axis=1)
-    return total / math.log(n) if n > 1 else total * 0.0
 
 
 def _repeat(value: str, n: int) -> pa.Array:

@@ -25,7 +25,8 @@ def _assemble(ms: int, low74: int) -> str:
     rand_a = (low74 >> 62) & 0xFFF
     rand_b = low74 & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
-    return str(uuid.UUID(int=value))
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def new_id() -> str:

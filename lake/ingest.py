@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from lake import ids
 from lake.errors import RecordError
-from lake.lake import LakeState, Transaction
+from lake.lake import LakeState, Transaction, sql_text
 from lake.records import AttachmentSpec, ChildSpec, RecordSpec, VectorSpec, json_text, task_key
 from lake.tables import ATTACHMENT_CHILDREN, SCHEMAS, empty
 
@@ -78,8 +78,9 @@ class Changes:
             self.deletes[table][row["id"]] = row
 
     def commit(self, txn: Transaction, *, new_rows: dict[str, pa.Table] | None = None) -> None:
-        """Commit every table once; ``new_rows`` are extra rows that are all new (appended)."""
+        """Commit every table once; ``new_rows`` are extra rows that are all new."""
         new_rows = new_rows or {}
+        known = self.existing["datapoints"]
         for table in SCHEMAS:
             rows = list(self.upserts.get(table, {}).values())
             deletes = list(self.deletes.get(table, {}).values())
@@ -91,10 +92,29 @@ class Changes:
             touches_existing = bool(deletes) or any(
                 row["id"] in self.existing[table] for row in rows
             )
-            if touches_existing:
+            key = _DATAPOINT_KEY.get(table)
+            if not touches_existing:
+                txn.append(table, arrow)
+            elif key is None:
                 txn.upsert(table, arrow, deletes)
             else:
-                txn.append(table, arrow)
+                # Rewrite the key ranges of the datapoints touched (the old ones, and the new
+                # ones of this batch): rows changed or deleted there are replaced by ``arrow``.
+                keys = set(arrow.column(key).to_pylist()) | {row[key] for row in deletes}
+                ranges = [_span(sorted(keys & known)), _span(sorted(keys - known))]
+                changed = [row["id"] for row in rows] + [row["id"] for row in deletes]
+                txn.replace(table, key, [r for r in ranges if r is not None], changed, arrow)
+
+
+_DATAPOINT_KEY = {
+    name: "id" if name == "datapoints" else "datapoint"
+    for name, schema in SCHEMAS.items()
+    if name == "datapoints" or "datapoint" in schema.names
+}
+
+
+def _span(keys: list[str]) -> tuple[str, str] | None:
+    return (keys[0], keys[-1]) if keys else None
 
 
 @dataclass
@@ -174,7 +194,7 @@ class BatchPlanner:
             pc.field("organization_id") == self.org
         )
         # the key range lets the reader skip whole files by their statistics
-        prune = f"{column} >= {_sql_text(ordered[0])} AND {column} <= {_sql_text(ordered[-1])}"
+        prune = f"{column} >= {sql_text(ordered[0])} AND {column} <= {sql_text(ordered[-1])}"
         return self.txn.lake.read(
             table, state=self.state, columns=columns, filter=condition, prune=prune
         )
@@ -476,10 +496,6 @@ class _Slots:
         slot = 0 if first else self.slot + 1
         self.slot = max(self.slot, slot)
         return self.source.make(self.line, slot)
-
-
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _json(text: str | None) -> dict[str, Any]:

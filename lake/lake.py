@@ -219,6 +219,11 @@ class Lake:
                 self.delta.restore(name, published)
 
 
+def sql_text(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
 class Transaction:
     """The commits of one batch. Reads inside it see the base state."""
 
@@ -266,6 +271,40 @@ class Transaction:
             self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
             return
         self.versions[table] = self.lake.delta.upsert(table, rows.cast(SCHEMAS[table]), deletes)
+
+    def replace(
+        self,
+        table: str,
+        key: str,
+        ranges: Sequence[tuple[str, str]],
+        changed_ids: Sequence[str],
+        rows: pa.Table,
+    ) -> None:
+        """Rewrite the rows whose ``key`` lies in ``ranges``, in one commit.
+
+        Rows there whose id is in ``changed_ids`` give way to ``rows`` (updated, new) or go
+        (deleted); the others are carried over. Only the files holding those key ranges are
+        rewritten, so the cost follows what the batch touches, not the table.
+        """
+        self._begin(table)
+        predicate = " OR ".join(
+            f"({key} >= {sql_text(low)} AND {key} <= {sql_text(high)})" for low, high in ranges
+        )
+        carried = self.lake.read(
+            table,
+            state=self.base,
+            prune=predicate,
+            filter=~pc.field("id").isin(pa.array(sorted(changed_ids), pa.string())),
+        )
+        inside = None
+        for low, high in ranges:  # the files read hold keys outside the ranges too
+            column = carried.column(key)
+            part = pc.and_(pc.greater_equal(column, low), pc.less_equal(column, high))
+            inside = part if inside is None else pc.or_(inside, part)
+        if inside is not None:
+            carried = carried.filter(inside)
+        data = pa.concat_tables([rows.cast(SCHEMAS[table]), carried.cast(SCHEMAS[table])])
+        self.versions[table] = self.lake.delta.replace(table, data, predicate)
 
     def ensure_tables(self, names: Sequence[str] = TABLE_NAMES) -> None:
         """Create missing tables so that the published state names every one of them."""

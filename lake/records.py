@@ -91,6 +91,8 @@ class AttachmentSpec:
     metrics: dict[str, Any] | None = None
     children: dict[str, list[ChildSpec] | None] = field(default_factory=dict)
     vectors: list[VectorSpec] = field(default_factory=list)
+    #: [C] logits (and class names) whose derived values :func:`finish_logits` fills in
+    pending_logits: tuple[np.ndarray, list[str] | None] | None = None
 
     @property
     def key(self) -> str | None:
@@ -231,13 +233,43 @@ def _infer_task_type(item: dict[str, Any], kind: str) -> str | None:
 
 
 # -- the record ------------------------------------------------------------------------------
-def normalise(raw: Any, line: int) -> RecordSpec:
-    """Validate one parsed record and compute everything derivable from it alone."""
+def normalise(raw: Any, line: int, *, defer_logits: bool = False) -> RecordSpec:
+    """Validate one parsed record and compute everything derivable from it alone.
+
+    With ``defer_logits`` the values derived from classification logits are left to
+    :func:`finish_logits`, which computes them for many records at once.
+    """
     try:
-        return _normalise(raw, line)
+        spec = _normalise(raw, line)
     except RecordError as exc:
         exc.line = line
         raise
+    if not defer_logits:
+        finish_logits([spec])
+    return spec
+
+
+def finish_logits(specs: list[RecordSpec]) -> None:
+    """Fill in what [C] logits give (confidences, class, entropy), vectorised per length."""
+    pending = [a for spec in specs for a in spec.predictions if a.pending_logits is not None]
+    by_length: dict[int, list[AttachmentSpec]] = {}
+    for attachment in pending:
+        assert attachment.pending_logits is not None
+        by_length.setdefault(len(attachment.pending_logits[0]), []).append(attachment)
+    for group in by_length.values():
+        x = np.stack([a.pending_logits[0] for a in group])  # type: ignore[index]
+        p = derive.rows_probabilities(x)
+        best = np.argmax(p, axis=1).tolist()
+        confidences = p.tolist()
+        entropy = derive.rows_entropy(p).tolist()
+        for i, attachment in enumerate(group):
+            names = attachment.pending_logits[1]  # type: ignore[index]
+            attachment.fields["confidences"] = confidences[i]
+            attachment.fields["confidence"] = confidences[i][best[i]]
+            attachment.fields["class_name"] = derive.class_name_of(best[i], names)
+            assert attachment.metrics is not None
+            attachment.metrics["entropy"] = entropy[i]
+            attachment.pending_logits = None
 
 
 def _normalise(raw: Any, line: int) -> RecordSpec:
@@ -411,6 +443,13 @@ def _logits(spec: AttachmentSpec, logits: Any, class_names: list[str] | None) ->
     array = _array(logits, "logits")
     if np.isnan(array).any():
         raise RecordError("must not contain NaN or null", field="logits")
+    flat = array.astype(np.float16).astype(np.float32)
+    spec.vectors.append(VectorSpec("LOGITS", None, flat.reshape(-1), list(array.shape)))
+    if array.ndim == 1 and array.size >= 1:
+        # classification: derived later for the whole batch; keep the metrics key order
+        spec.pending_logits = (array, class_names)
+        spec.metrics = {**(spec.metrics or {}), "entropy": None}
+        return
     result = derive.process_logits(array, class_names)
     spec.fields["confidences"] = result.confidences
     spec.fields["confidence"] = result.confidence
@@ -421,8 +460,6 @@ def _logits(spec: AttachmentSpec, logits: Any, class_names: list[str] | None) ->
         columns, distribution = derive.class_mask_fields(result.mask, class_names)
         spec.fields.update(columns)
         spec.metrics["distribution"] = distribution
-    flat = array.astype(np.float16).astype(np.float32)
-    spec.vectors.append(VectorSpec("LOGITS", None, flat.reshape(-1), list(array.shape)))
 
 
 def _class_mask(spec: AttachmentSpec, item: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from lake.fastpath import FastBatch, FastPlanner, is_simple
 from lake.ingest import BatchCounts, BatchPlanner, IdSource
 from lake.lake import Lake, LakeState
 from lake.ndjson import DEFAULT_MAX_LINE, RawBatch, parse_line, read_batches
-from lake.records import RecordSpec, normalise
+from lake.records import RecordSpec, finish_logits, normalise
 from lake.tables import SCHEMAS
 
 DEFAULT_ORGANIZATION = "default"
@@ -358,10 +358,11 @@ class Uploads:
                 if self.fast_path and is_simple(record):
                     fast.add(record, line.number)
                 else:
-                    specs.append(normalise(record, line.number))
+                    specs.append(normalise(record, line.number, defer_logits=True))
             except RecordError as exc:
                 exc.line = line.number
                 errors.append(exc)
+        finish_logits(specs)
         return PreparedBatch(
             raw.last_line, len(raw), now, batch.merged(fast.build()), specs, errors
         )

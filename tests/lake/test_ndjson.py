@@ -80,3 +80,41 @@ def test_parse_line_accepts_nan_and_infinity_as_null() -> None:
 def test_parse_line_reports_malformed_json() -> None:
     with pytest.raises(RecordError, match="malformed JSON"):
         parse_line(b'{"a": 1')
+
+
+def batches(data: bytes, **options: int) -> list[tuple[list[int], list[int]]]:
+    from lake.ndjson import read_batches
+
+    return [
+        ([int(n) for n in batch.numbers], [e.number for e in batch.errors])
+        for batch in read_batches(io.BytesIO(data), **options)
+    ]
+
+
+def test_batches_hold_about_the_requested_number_of_lines(chunk: int) -> None:
+    data = b"\n".join(b'{"i": %d}' % i for i in range(10))
+    got = batches(data, batch_lines=4)
+    assert [n for numbers, _ in got for n in numbers] == list(range(1, 11))
+    assert all(len(numbers) <= 4 for numbers, _ in got)
+
+
+def test_batches_skip_the_lines_already_done(chunk: int) -> None:
+    data = b"a\r\nb\r\n\r\nc\rd"
+    assert [
+        n for numbers, _ in batches(data, batch_lines=100, skip_through=2) for n in numbers
+    ] == [4, 5]
+
+
+def test_batches_report_oversized_lines_with_their_neighbours(chunk: int) -> None:
+    data = b"ab\n" + b"x" * 50 + b"\ncd\n" + b"y" * 50
+    got = batches(data, batch_lines=1, max_line=10)
+    assert [n for numbers, _ in got for n in numbers] == [1, 3]
+    assert [e for _, errors in got for e in errors] == [2, 4]
+
+
+def test_raw_batch_lines_keep_their_numbers() -> None:
+    from lake.ndjson import read_batches
+
+    (batch,) = read_batches(io.BytesIO(b"x\n\n  \ny\n"), batch_lines=10)
+    assert batch.lines() == [(1, b"x", None), (4, b"y", None)]
+    assert batch.last_line == 4
