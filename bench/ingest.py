@@ -117,6 +117,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def fresh_root(target: str, name: str, workdir: Path, server: Any) -> str:
+    """A lake root nothing was written to: a cleared folder, or a new S3 prefix."""
+    if target == "local":
+        root = workdir / f"lake-{name}"
+        shutil.rmtree(root, ignore_errors=True)
+        return str(root)
+    return f"s3://{server.bucket}/{name}-{time.time_ns()}"
+
+
 def open_lake(target: str, root: str, server: Any) -> Lake:
     if target == "local":
         return Lake(root)
@@ -303,23 +312,9 @@ def main() -> int:
                     file=sys.stderr,
                 )
             for target in targets:
-                root = (
-                    str(workdir / "lake-ingest")
-                    if target == "local"
-                    else f"s3://{server.bucket}/ingest-{time.time_ns()}"
-                )  # type: ignore[union-attr]
-                if target == "local":
-                    shutil.rmtree(root, ignore_errors=True)
-                lake = open_lake(target, root, server)
+                lake = open_lake(target, fresh_root(target, "ingest", workdir, server), server)
                 ours = bench_ingest(lake, source, args.records, args.batch_size)
-                raw_root = (
-                    str(workdir / "lake-raw")
-                    if target == "local"
-                    else f"s3://{server.bucket}/raw-{time.time_ns()}"
-                )  # type: ignore[union-attr]
-                if target == "local":
-                    shutil.rmtree(raw_root, ignore_errors=True)
-                raw = bench_raw(lake, raw_root)
+                raw = bench_raw(lake, fresh_root(target, "raw", workdir, server))
                 raw_rate = args.records / raw["seconds"]
                 results.append(
                     {
@@ -338,13 +333,7 @@ def main() -> int:
                 print(json.dumps(results[-1]))
         for size in [int(s) for s in args.update_sizes.split(",") if s]:
             for target in targets:
-                root = (
-                    str(workdir / f"lake-update-{size}")
-                    if target == "local"
-                    else f"s3://{server.bucket}/update-{size}-{time.time_ns()}"
-                )  # type: ignore[union-attr]
-                if target == "local":
-                    shutil.rmtree(root, ignore_errors=True)
+                root = fresh_root(target, f"update-{size}", workdir, server)
                 lake = open_lake(target, root, server)
                 started = time.perf_counter()
                 consecutive, scattered = fill_lake(lake, size)
@@ -377,7 +366,7 @@ def main() -> int:
             )
         else:
             print(
-                f"| update {r['update_records']:,} | {r['target']} | "
+                f"| update {r['update_records']:,} {r['datapoints']} | {r['target']} | "
                 f"{r['lake_datapoints']:,} dp | {r['seconds']} | | | |"
             )
     return 0

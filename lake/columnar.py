@@ -127,26 +127,24 @@ def _float_ok(values: pa.Array, *, python_str: bool) -> np.ndarray:
     return ~valid | fine
 
 
-def _metadata_ok(array: pa.Array) -> np.ndarray:
+def _scalar_object_ok(array: pa.Array, *, python_str: bool) -> np.ndarray:
+    """Rows whose object (a struct column) holds only values rendered exactly as text."""
     if pa.types.is_null(array.type):
         return np.ones(len(array), dtype=bool)
     if not pa.types.is_struct(array.type):
         return ~_valid(array)
     ok = np.ones(len(array), dtype=bool)
     for i in range(array.type.num_fields):
-        ok &= _scalar_text_ok(array.field(i), python_str=False)
+        ok &= _scalar_text_ok(array.field(i), python_str=python_str)
     return ok
+
+
+def _metadata_ok(array: pa.Array) -> np.ndarray:
+    return _scalar_object_ok(array, python_str=False)  # JSON text, as orjson writes it
 
 
 def _tags_ok(array: pa.Array) -> np.ndarray:
-    if pa.types.is_null(array.type):
-        return np.ones(len(array), dtype=bool)
-    if not pa.types.is_struct(array.type):
-        return ~_valid(array)
-    ok = np.ones(len(array), dtype=bool)
-    for i in range(array.type.num_fields):
-        ok &= _scalar_text_ok(array.field(i), python_str=True)
-    return ok
+    return _scalar_object_ok(array, python_str=True)  # tag values are str() of the value
 
 
 def _list_of_structs(array: pa.Array, allowed: frozenset[str]) -> bool:
@@ -169,15 +167,26 @@ def _element_problems_to_rows(array: pa.Array, bad_elements: np.ndarray) -> np.n
     return bad
 
 
-def _groundtruths_ok(array: pa.Array) -> np.ndarray:
+def _attachment_lists(
+    array: pa.Array,
+    allowed: frozenset[str],
+) -> tuple[np.ndarray | None, np.ndarray, pa.Array]:
+    """(a verdict for every row when the column's type settles it, lengths, elements)."""
+    n = len(array)
     if pa.types.is_null(array.type):
-        return np.ones(len(array), dtype=bool)
+        return np.ones(n, dtype=bool), np.zeros(n, dtype=np.int64), pa.nulls(0)
     if not pa.types.is_list(array.type):
-        return ~_valid(array)
+        return ~_valid(array), np.zeros(n, dtype=np.int64), pa.nulls(0)
     lengths = _lengths(array)
-    if not _list_of_structs(array, _GROUNDTRUTH_FIELDS):
-        return lengths == 0
-    elements = pc.list_flatten(array)
+    if not _list_of_structs(array, allowed):
+        return lengths == 0, lengths, pa.nulls(0)
+    return None, lengths, pc.list_flatten(array)
+
+
+def _groundtruths_ok(array: pa.Array) -> np.ndarray:
+    verdict, lengths, elements = _attachment_lists(array, _GROUNDTRUTH_FIELDS)
+    if verdict is not None:
+        return verdict
     bad = ~_valid(elements)
     names = {f.name for f in array.type.value_type}
     if "task_type" not in names or "class_name" not in names:
@@ -215,14 +224,9 @@ def _numbers_ok(array: pa.Array, *, non_empty: bool) -> np.ndarray:
 
 
 def _predictions_ok(array: pa.Array) -> np.ndarray:
-    if pa.types.is_null(array.type):
-        return np.ones(len(array), dtype=bool)
-    if not pa.types.is_list(array.type):
-        return ~_valid(array)
-    lengths = _lengths(array)
-    if not _list_of_structs(array, _PREDICTION_FIELDS):
-        return lengths == 0
-    elements = pc.list_flatten(array)
+    verdict, lengths, elements = _attachment_lists(array, _PREDICTION_FIELDS)
+    if verdict is not None:
+        return verdict
     names = {f.name for f in array.type.value_type}
     bad = ~_valid(elements)
     if "task_type" not in names or "logits" not in names:

@@ -22,6 +22,7 @@ from lake.errors import InputError, RecordError
 
 CHUNK = 1 << 20
 DEFAULT_MAX_LINE = 64 << 20
+DEFAULT_BATCH_BYTES = 64 << 20
 
 
 class Line(NamedTuple):
@@ -111,11 +112,13 @@ def read_batches(
     stream: IO[bytes],
     *,
     batch_lines: int,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
     max_line: int = DEFAULT_MAX_LINE,
     skip_through: int = 0,
     on_read: Any = None,
 ) -> Iterator[RawBatch]:
-    """Batches of about ``batch_lines`` non-blank lines (lines up to ``skip_through`` skipped).
+    """Batches of at most ``batch_lines`` non-blank lines and about ``batch_bytes`` of text
+    (lines up to ``skip_through`` skipped), so that large records make smaller batches.
 
     ``\r\n`` and bare ``\r`` become ``\n``; ``on_read(raw_bytes_so_far)`` reports progress.
     """
@@ -125,11 +128,11 @@ def read_batches(
         splitter.feed(chunk)
         if on_read is not None:
             on_read(source.bytes_read)
-        while splitter.count > batch_lines:
-            yield splitter.take(batch_lines)
+        while splitter.count > batch_lines or splitter.size > batch_bytes:
+            yield splitter.take(batch_lines, batch_bytes)
     splitter.finish()
     while splitter.count or splitter.errors:
-        yield splitter.take(batch_lines)
+        yield splitter.take(batch_lines, batch_bytes)
 
 
 class _Splitter:
@@ -207,8 +210,13 @@ class _Splitter:
             self.ends.append(ends)
             self.count += len(numbers)
 
-    def take(self, size: int) -> RawBatch:
-        """The first ``size`` lines held (or all of them), with the errors among them."""
+    @property
+    def size(self) -> int:
+        return sum(len(part) for part in self.parts)
+
+    def take(self, size: int, max_bytes: int) -> RawBatch:
+        """The first lines held, at most ``size`` of them and about ``max_bytes`` (at least one
+        line), with the errors among them."""
         data = b"".join(self.parts)
         offset = 0
         ends = []
@@ -217,6 +225,7 @@ class _Splitter:
             offset += len(part)
         all_ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
         numbers = np.concatenate(self.numbers) if self.numbers else np.zeros(0, dtype=np.int64)
+        size = min(size, max(1, int(np.searchsorted(all_ends, max_bytes, side="right"))))
         if len(numbers) > size:
             cut = int(all_ends[size - 1])
             head, head_numbers = data[:cut], numbers[:size]

@@ -118,3 +118,9 @@ def test_raw_batch_lines_keep_their_numbers() -> None:
     (batch,) = read_batches(io.BytesIO(b"x\n\n  \ny\n"), batch_lines=10)
     assert batch.lines() == [(1, b"x", None), (4, b"y", None)]
     assert batch.last_line == 4
+
+
+def test_batches_of_large_records_are_cut_by_size(chunk: int) -> None:
+    data = b"\n".join(b'{"v": "%s"}' % (b"x" * 100) for _ in range(10))
+    got = batches(data, batch_lines=1000, batch_bytes=250)
+    assert [len(numbers) for numbers, _ in got] == [2, 2, 2, 2, 2]
