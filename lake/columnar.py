@@ -1,9 +1,9 @@
 """Native batch planning: a whole batch parsed by Arrow's JSON reader and planned in columns.
 
 This is the bulk-import path. The batch's lines are parsed at once by ``pyarrow.json`` (native,
-multi-threaded); a vectorised check picks the rows that create a datapoint in the plain shape of
-:mod:`lake.fastpath` (type, metadata and tags of scalar values, one classification groundtruth,
-classification predictions from logits with optional embeddings) and whose values this path can
+multi-threaded); a vectorised check picks the rows that create a datapoint in the plain shape
+(type, metadata and tags of scalar values, at most one classification groundtruth, classification
+predictions from [C] logits with optional embeddings) and whose values this path can
 reproduce exactly; those rows become Arrow tables without a Python loop per record. Every other
 line is handed back to the per-record path. When Arrow cannot parse the batch at all (a malformed
 line, a type that changes between lines) the whole batch goes to the per-record path.
@@ -16,6 +16,8 @@ in the batch, and rows created for tags and embedding layers take their id slots
 from __future__ import annotations
 
 import io
+import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -28,15 +30,25 @@ import pyarrow.json as pj
 
 from lake import ids
 from lake.derive import rows_entropy, rows_probabilities
-from lake.fastpath import FastBatch
 from lake.ingest import BatchCounts, IdSource
 from lake.ndjson import RawBatch
 from lake.records import DATAPOINT_TYPES
 from lake.tables import SCHEMAS
 
+log = logging.getLogger(__name__)
+
 _TOP_LEVEL = frozenset({"type", "metadata", "tags", "groundtruths", "predictions"})
 _PREDICTION_FIELDS = frozenset({"task_type", "model_name", "class_names", "logits", "embeddings"})
 _GROUNDTRUTH_FIELDS = frozenset({"task_type", "class_name"})
+
+
+@dataclass
+class FastBatch:
+    """Rows planned in columns, all new (to append), and the counts they add."""
+
+    tables: dict[str, pa.Table]
+    counts: BatchCounts
+    records: int
 
 
 def plan_batch(
@@ -54,13 +66,22 @@ def plan_batch(
         return None
     if table.num_rows != len(batch.numbers):  # several objects on one line
         return None
-    table = table.combine_chunks()
-    simple = _simple_rows(table)
-    keep = np.flatnonzero(simple)
-    planner = _Planner(
-        table.take(pa.array(keep, pa.int64())), batch.numbers[keep], organization_id, id_source, now
-    )
-    return planner.build(), np.flatnonzero(~simple).tolist()
+    try:
+        table = table.combine_chunks()
+        simple = _simple_rows(table)
+        keep = np.flatnonzero(simple)
+        planner = _Planner(
+            table.take(pa.array(keep, pa.int64())),
+            batch.numbers[keep],
+            organization_id,
+            id_source,
+            now,
+        )
+        return planner.build(), np.flatnonzero(~simple).tolist()
+    except (pa.ArrowException, ValueError, TypeError, IndexError):
+        # a shape this path did not foresee: the per-record path handles every record
+        log.warning("native planning of a batch failed; using the per-record path", exc_info=True)
+        return None
 
 
 # -- which rows are plain ------------------------------------------------------------------------
@@ -308,9 +329,20 @@ def _json_string(values: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise('"', escaped, '"', "")
 
 
+def _is_scalar(typ: pa.DataType) -> bool:
+    return (
+        pa.types.is_string(typ)
+        or pa.types.is_integer(typ)
+        or pa.types.is_floating(typ)
+        or pa.types.is_boolean(typ)
+    )
+
+
 def _scalar_json(values: pa.Array) -> pa.Array | None:
+    """Values as JSON text; None when there is nothing to write (the column is all null in
+    the rows planned here: null types, and nested values, which send a row elsewhere)."""
     typ = values.type
-    if pa.types.is_null(typ):
+    if not _is_scalar(typ):
         return None
     if pa.types.is_string(typ):
         return _json_string(values)
@@ -329,9 +361,12 @@ def _metadata_text(array: pa.Array) -> pa.Array:
         values = _scalar_json(array.field(i))
         if values is not None:
             key = orjson.dumps(field.name).decode() + ":"
-            fragments.append(pc.binary_join_element_wise(key, values, ""))
+            # '"key":value,' or '' (null values are left out); no JSON value ends with ","
+            fragment = pc.binary_join_element_wise(key, values, ",", "")
+            fragments.append(fragment.fill_null(""))
     if fragments:
-        body = pc.binary_join_element_wise(*fragments, ",", null_handling="skip")
+        # (joining with null_handling="skip" loses trailing all-null rows in this pyarrow)
+        body = pc.utf8_rtrim(pc.binary_join_element_wise(*fragments, ""), characters=",")
     else:
         body = _repeat("", n, pa.string())
     text = pc.binary_join_element_wise("{", body, "}", "")
@@ -340,7 +375,7 @@ def _metadata_text(array: pa.Array) -> pa.Array:
 
 def _tag_text(values: pa.Array) -> pa.Array | None:
     typ = values.type
-    if pa.types.is_null(typ):
+    if not _is_scalar(typ):  # all null in the rows planned here
         return None
     if pa.types.is_string(typ):
         return values

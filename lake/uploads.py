@@ -9,6 +9,7 @@ batch's rows, so a job interrupted at any point resumes after its last committed
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -22,14 +23,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake import ids
-from lake.columnar import plan_batch
+from lake.columnar import FastBatch, plan_batch
 from lake.errors import InputError, LakeError, NotFoundError, RecordError
-from lake.fastpath import FastBatch, FastPlanner, is_simple
 from lake.ingest import BatchCounts, BatchPlanner, IdSource
 from lake.lake import Lake, LakeState
 from lake.ndjson import DEFAULT_MAX_LINE, RawBatch, parse_line, read_batches
 from lake.records import RecordSpec, finish_logits, normalise
 from lake.tables import SCHEMAS
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ORGANIZATION = "default"
 DEFAULT_BATCH_SIZE = 50_000
@@ -333,12 +335,18 @@ class Uploads:
                 return self._finish(upload, UploadStatus.FAILED, str(exc))
             except LakeError as exc:
                 return self._finish(upload, UploadStatus.FAILED, f"the lake failed: {exc}")
+            except Exception as exc:  # a bug: end the upload with it rather than hang RUNNING
+                log.exception("upload %s failed unexpectedly", upload.id)
+                return self._finish(
+                    upload, UploadStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}"
+                )
             finally:
                 pending.cancel()
         return self._finish(upload, UploadStatus.SUCCEEDED, None)
 
     def _prepare(self, raw: RawBatch, organization_id: str, id_source: IdSource) -> PreparedBatch:
-        """Parse and validate a batch; new records of the plain shape become Arrow tables."""
+        """Parse and validate a batch; new records of the plain shape become Arrow tables
+        (:mod:`lake.columnar`), the others record specs for the planner."""
         now = datetime.now(UTC)
         errors = [line.error for line in raw.errors if line.error is not None]
         native = None
@@ -350,22 +358,15 @@ class Uploads:
             batch, leftover = native
             lines = raw.lines() if leftover else []
             rest = [lines[i] for i in leftover]
-        fast = FastPlanner(organization_id=organization_id, id_source=id_source, now=now)
         specs: list[RecordSpec] = []
         for line in rest:
             try:
-                record = parse_line(line.data)
-                if self.fast_path and is_simple(record):
-                    fast.add(record, line.number)
-                else:
-                    specs.append(normalise(record, line.number, defer_logits=True))
+                specs.append(normalise(parse_line(line.data), line.number, defer_logits=True))
             except RecordError as exc:
                 exc.line = line.number
                 errors.append(exc)
         finish_logits(specs)
-        return PreparedBatch(
-            raw.last_line, len(raw), now, batch.merged(fast.build()), specs, errors
-        )
+        return PreparedBatch(raw.last_line, len(raw), now, batch, specs, errors)
 
     def _commit_batch(self, upload: Upload, batch: PreparedBatch, id_source: IdSource) -> Upload:
         errors = list(batch.errors)

@@ -1,4 +1,4 @@
-"""The columnar fast path writes exactly what the general path writes for the same records."""
+"""The native batch path writes exactly what the per-record path writes for the same records."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from lake import Lake, Uploads
-from lake.fastpath import is_simple
 
 ID_COLUMNS = ("id", "datapoint", "prediction", "groundtruth")
 
@@ -75,7 +74,6 @@ def canonical_rows(lake: Lake, table: str) -> list[dict[str, Any]]:
 def test_fast_and_general_paths_agree(tmp_path: Path) -> None:
     rng = random.Random(20261122)
     records = [simple_record(rng) for _ in range(400)]
-    assert all(is_simple(r) for r in records)
     data = "\n".join(json.dumps(r) for r in records).encode()
     lakes = {}
     for fast in (True, False):
@@ -120,14 +118,13 @@ def test_fast_and_general_paths_agree(tmp_path: Path) -> None:
         },
         {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [[1, 2]]}]},
         {"type": "IMAGE", "predictions": [{"task_type": "OBJECT_DETECTION", "logits": [1]}]},
-        {
-            "type": "IMAGE",
-            "predictions": [{"task_type": "CLASSIFICATION", "logits": [1], "embeddings": {}}],
-        },
     ],
 )
-def test_anything_else_takes_the_general_path(record: dict[str, Any]) -> None:
-    assert not is_simple(record)
+def test_anything_else_takes_the_record_path(record: dict[str, Any]) -> None:
+    rng = random.Random(5)
+    lines = [json.dumps(plain_record(rng, "layers")) for _ in range(100)]
+    leftover = native_leftover("\n".join([*lines, json.dumps(record)]).encode())
+    assert leftover is None or leftover == [101]  # the batch, or just the record, leaves
 
 
 def plain_record(rng: random.Random, embeddings: str) -> dict[str, Any]:
@@ -234,6 +231,13 @@ def test_mixed_batches_send_the_rest_to_the_record_path(tmp_path: Path) -> None:
     }
     for number, record in odd.items():
         lines[number - 1] = json.dumps(record)
+    # plain after all: an empty embeddings object adds no vector on either path
+    lines[90] = json.dumps(
+        {
+            "type": "IMAGE",
+            "predictions": [{"task_type": "CLASSIFICATION", "logits": [1], "embeddings": {}}],
+        }
+    )
     data = "\n\r\n".join(lines).encode()  # blank lines between records
     numbers = [2 * n - 1 for n in odd]
     assert native_leftover(data) == numbers
