@@ -161,14 +161,6 @@ class DeltaStore:
 
         return self._with_retries(table, "replace", write)
 
-    def delete_where(self, table: str, predicate: str) -> int:
-        def write() -> int:
-            dt = self._writer(table)
-            dt.delete(predicate)
-            return int(dt.version())
-
-        return self._with_retries(table, "delete", write)
-
     def restore(self, table: str, version: int) -> int:
         def write() -> int:
             dt = self._writer(table)

@@ -322,10 +322,10 @@ class Uploads:
             try:
                 while (prepared := pending.result()) is not None:
                     pending = pool.submit(prepare_next)
-                    upload = self._commit_batch(upload, prepared, id_source)
+                    upload, ours = self._commit_batch(upload, prepared, id_source)
                     if progress is not None:
                         progress(bytes_read[0])
-                    if upload.status.finished:
+                    if upload.status.finished or not ours:
                         return upload
                     if deadline is not None and time.monotonic() > deadline:
                         return self._finish(
@@ -368,12 +368,18 @@ class Uploads:
         finish_logits(specs)
         return PreparedBatch(raw.last_line, len(raw), now, batch, specs, errors)
 
-    def _commit_batch(self, upload: Upload, batch: PreparedBatch, id_source: IdSource) -> Upload:
+    def _commit_batch(
+        self, upload: Upload, batch: PreparedBatch, id_source: IdSource
+    ) -> tuple[Upload, bool]:
+        """Commit a batch; (the upload, False) if this run must stop without committing it."""
         errors = list(batch.errors)
         with self.lake.transaction() as txn:
             progress = txn.base.progress.get(upload.id)
             if progress is None or self.lake.store.get(_ABORT_PREFIX + upload.id):
-                return self._current(upload.id, txn.base)  # finished or aborted meanwhile
+                return self._current(upload.id, txn.base), False  # finished or aborted
+            if int(progress["lines_done"]) != upload.lines_done:
+                # another process is running this upload (it resumed it too): leave it to it
+                return self._current(upload.id, txn.base), False
             current = upload.with_progress(progress)
             planner = BatchPlanner(
                 txn, organization_id=upload.organization_id, id_source=id_source, now=batch.now
@@ -396,7 +402,7 @@ class Uploads:
             current.lines_done = batch.last_line
             current.updated_at = batch.now
             txn.set_progress(current.id, current.progress())
-        return current
+        return current, True
 
     def _finish(self, upload: Upload, status: UploadStatus, message: str | None) -> Upload:
         with self.lake.transaction() as txn:

@@ -148,3 +148,24 @@ def test_unknown_upload_is_not_found(local_lake: Lake) -> None:
 
     with pytest.raises(NotFoundError, match="upload nope not found"):
         Uploads(local_lake).get("nope")
+
+
+def test_two_runners_of_one_upload_apply_it_once(lake: Lake) -> None:
+    """Two processes resuming the same upload (say, two servers on one bucket) race for it."""
+    upload = Uploads(lake).create(records(60))
+    results = []
+
+    def run() -> None:
+        own = Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)
+        results.append(Uploads(own, batch_size=10).run(upload.id))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = Uploads(lake).get(upload.id)
+    assert final.status is UploadStatus.SUCCEEDED
+    assert final.summary()["datapoints_created"] == 60
+    assert lake.count("datapoints") == 60
+    assert lake.count("tags") == 60
