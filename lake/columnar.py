@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import orjson
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -32,14 +31,10 @@ from lake import ids
 from lake.derive import rows_entropy, rows_probabilities
 from lake.ingest import BatchCounts, IdSource
 from lake.ndjson import RawBatch
-from lake.records import DATAPOINT_TYPES
+from lake.plainrows import list_lengths, model_names_of, plain_rows, valid_mask
 from lake.tables import SCHEMAS
 
 log = logging.getLogger(__name__)
-
-_TOP_LEVEL = frozenset({"type", "metadata", "tags", "groundtruths", "predictions"})
-_PREDICTION_FIELDS = frozenset({"task_type", "model_name", "class_names", "logits", "embeddings"})
-_GROUNDTRUTH_FIELDS = frozenset({"task_type", "class_name"})
 
 
 @dataclass
@@ -68,7 +63,7 @@ def plan_batch(
         return None
     try:
         table = table.combine_chunks()
-        simple = _simple_rows(table)
+        simple = plain_rows(table)
         keep = np.flatnonzero(simple)
         planner = _Planner(
             table.take(pa.array(keep, pa.int64())),
@@ -82,228 +77,6 @@ def plan_batch(
         # a shape this path did not foresee: the per-record path handles every record
         log.warning("native planning of a batch failed; using the per-record path", exc_info=True)
         return None
-
-
-# -- which rows are plain ------------------------------------------------------------------------
-def _valid(array: pa.Array) -> np.ndarray:
-    return np.asarray(array.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def _np(array: pa.Array | pa.ChunkedArray, fill: Any = False) -> np.ndarray:
-    return np.asarray(array.fill_null(fill).to_numpy(zero_copy_only=False))
-
-
-def _simple_rows(table: pa.Table) -> np.ndarray:
-    n = table.num_rows
-    ok = np.ones(n, dtype=bool)
-    for name in table.column_names:
-        if name not in _TOP_LEVEL:
-            ok &= ~_valid(
-                table.column(name).chunk(0) if table.column(name).num_chunks else pa.nulls(n)
-            )
-    if "type" not in table.column_names or not pa.types.is_string(table.schema.field("type").type):
-        return np.zeros(n, dtype=bool)
-    types = table.column("type")
-    ok &= _np(pc.is_in(types, value_set=pa.array(sorted(DATAPOINT_TYPES))))
-    for name, check in (
-        ("metadata", _metadata_ok),
-        ("tags", _tags_ok),
-        ("groundtruths", _groundtruths_ok),
-        ("predictions", _predictions_ok),
-    ):
-        if name in table.column_names:
-            column = table.column(name)
-            array = column.chunk(0) if column.num_chunks else pa.nulls(n)
-            ok &= check(array)
-    return ok
-
-
-def _scalar_text_ok(values: pa.Array, *, python_str: bool) -> np.ndarray:
-    """Rows whose value this path can render exactly as text (True where null)."""
-    typ = values.type
-    if pa.types.is_null(typ) or pa.types.is_integer(typ) or pa.types.is_boolean(typ):
-        return np.ones(len(values), dtype=bool)
-    if pa.types.is_string(typ):
-        if python_str:
-            return np.ones(len(values), dtype=bool)
-        return ~_np(pc.match_substring_regex(values, "[\\x00-\\x1f]"))
-    if pa.types.is_floating(typ):
-        return _float_ok(values, python_str=python_str)
-    return ~_valid(values)
-
-
-def _float_ok(values: pa.Array, *, python_str: bool) -> np.ndarray:
-    """Floats that Arrow formats like Python's str (tags) or orjson (JSON text)."""
-    x = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
-    valid = _valid(values)
-    magnitude = np.abs(np.where(valid, x, 0.5))
-    low = 1e-4 if python_str else 1e-5
-    with np.errstate(invalid="ignore"):
-        fine = (
-            np.isfinite(magnitude)
-            & (magnitude >= low)
-            & (magnitude < 1e15)
-            & (np.floor(magnitude) != magnitude)
-        )
-    return ~valid | fine
-
-
-def _scalar_object_ok(array: pa.Array, *, python_str: bool) -> np.ndarray:
-    """Rows whose object (a struct column) holds only values rendered exactly as text."""
-    if pa.types.is_null(array.type):
-        return np.ones(len(array), dtype=bool)
-    if not pa.types.is_struct(array.type):
-        return ~_valid(array)
-    ok = np.ones(len(array), dtype=bool)
-    for i in range(array.type.num_fields):
-        ok &= _scalar_text_ok(array.field(i), python_str=python_str)
-    return ok
-
-
-def _metadata_ok(array: pa.Array) -> np.ndarray:
-    return _scalar_object_ok(array, python_str=False)  # JSON text, as orjson writes it
-
-
-def _tags_ok(array: pa.Array) -> np.ndarray:
-    return _scalar_object_ok(array, python_str=True)  # tag values are str() of the value
-
-
-def _list_of_structs(array: pa.Array, allowed: frozenset[str]) -> bool:
-    typ = array.type
-    return (
-        pa.types.is_list(typ)
-        and pa.types.is_struct(typ.value_type)
-        and {f.name for f in typ.value_type} <= allowed
-    )
-
-
-def _lengths(array: pa.Array) -> np.ndarray:
-    return np.asarray(_np(pc.list_value_length(array), 0), dtype=np.int64)
-
-
-def _element_problems_to_rows(array: pa.Array, bad_elements: np.ndarray) -> np.ndarray:
-    parents = np.asarray(pc.list_parent_indices(array).to_numpy(), dtype=np.int64)
-    bad = np.zeros(len(array), dtype=bool)
-    bad[parents[bad_elements]] = True
-    return bad
-
-
-def _attachment_lists(
-    array: pa.Array,
-    allowed: frozenset[str],
-) -> tuple[np.ndarray | None, np.ndarray, pa.Array]:
-    """(a verdict for every row when the column's type settles it, lengths, elements)."""
-    n = len(array)
-    if pa.types.is_null(array.type):
-        return np.ones(n, dtype=bool), np.zeros(n, dtype=np.int64), pa.nulls(0)
-    if not pa.types.is_list(array.type):
-        return ~_valid(array), np.zeros(n, dtype=np.int64), pa.nulls(0)
-    lengths = _lengths(array)
-    if not _list_of_structs(array, allowed):
-        return lengths == 0, lengths, pa.nulls(0)
-    return None, lengths, pc.list_flatten(array)
-
-
-def _groundtruths_ok(array: pa.Array) -> np.ndarray:
-    verdict, lengths, elements = _attachment_lists(array, _GROUNDTRUTH_FIELDS)
-    if verdict is not None:
-        return verdict
-    bad = ~_valid(elements)
-    names = {f.name for f in array.type.value_type}
-    if "task_type" not in names or "class_name" not in names:
-        bad |= True
-    else:
-        task = elements.field("task_type")
-        label = elements.field("class_name")
-        if not pa.types.is_string(task.type) or not pa.types.is_string(label.type):
-            bad |= True
-        else:
-            bad |= ~_np(pc.equal(task, "CLASSIFICATION")) | ~_valid(label)
-    return (lengths <= 1) & ~_element_problems_to_rows(array, bad)
-
-
-def _numbers_ok(array: pa.Array, *, non_empty: bool) -> np.ndarray:
-    """Per list: numbers only, all finite (and at least one when ``non_empty``)."""
-    typ = array.type
-    if pa.types.is_null(typ):
-        return np.full(len(array), not non_empty)
-    if not pa.types.is_list(typ) or not (
-        pa.types.is_floating(typ.value_type)
-        or pa.types.is_integer(typ.value_type)
-        or pa.types.is_null(typ.value_type)
-    ):
-        return ~_valid(array) & (not non_empty)
-    lengths = _lengths(array)
-    ok = lengths > 0 if non_empty else np.ones(len(array), dtype=bool)
-    values = pc.list_flatten(array)
-    if len(values):
-        x = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
-        bad_values = ~_valid(values) | ~np.isfinite(np.nan_to_num(x, nan=np.inf))
-        if bad_values.any():
-            ok &= ~_element_problems_to_rows(array, bad_values)
-    return ok
-
-
-def _predictions_ok(array: pa.Array) -> np.ndarray:
-    verdict, lengths, elements = _attachment_lists(array, _PREDICTION_FIELDS)
-    if verdict is not None:
-        return verdict
-    names = {f.name for f in array.type.value_type}
-    bad = ~_valid(elements)
-    if "task_type" not in names or "logits" not in names:
-        return lengths == 0
-    task = elements.field("task_type")
-    if not pa.types.is_string(task.type):
-        return lengths == 0
-    bad |= ~_np(pc.equal(task, "CLASSIFICATION"))
-    bad |= ~_numbers_ok(elements.field("logits"), non_empty=True)
-    if "model_name" in names and not (
-        pa.types.is_string(elements.field("model_name").type)
-        or pa.types.is_null(elements.field("model_name").type)
-    ):
-        bad |= True
-    if "class_names" in names:
-        class_names = elements.field("class_names")
-        if pa.types.is_null(class_names.type):
-            pass
-        elif not (
-            pa.types.is_list(class_names.type) and pa.types.is_string(class_names.type.value_type)
-        ):
-            bad |= _valid(class_names)
-        else:
-            flat = pc.list_flatten(class_names)
-            if len(flat):
-                bad |= _element_problems_to_rows(class_names, ~_valid(flat))
-    if "embeddings" in names:
-        bad |= ~_embeddings_ok(elements.field("embeddings"))
-    parents = np.asarray(pc.list_parent_indices(array).to_numpy(), dtype=np.int64)
-    models = _model_names(elements)
-    duplicated = pl.DataFrame({"p": parents, "m": models}).is_duplicated().to_numpy()
-    bad |= duplicated
-    return ~_element_problems_to_rows(array, bad)
-
-
-def _embeddings_ok(array: pa.Array) -> np.ndarray:
-    typ = array.type
-    if pa.types.is_null(typ):
-        return np.ones(len(array), dtype=bool)
-    if pa.types.is_list(typ):
-        return _numbers_ok(array, non_empty=False)
-    if pa.types.is_struct(typ):
-        ok = np.ones(len(array), dtype=bool)
-        for i in range(typ.num_fields):
-            ok &= _numbers_ok(array.field(i), non_empty=False)
-        return ok
-    return ~_valid(array)
-
-
-def _model_names(elements: pa.Array) -> np.ndarray:
-    names = {f.name for f in elements.type}
-    if "model_name" not in names or pa.types.is_null(elements.field("model_name").type):
-        return np.array([""] * len(elements), dtype=object)
-    return np.asarray(
-        elements.field("model_name").fill_null("").to_numpy(zero_copy_only=False), dtype=object
-    )
 
 
 # -- building the tables -------------------------------------------------------------------------
@@ -463,7 +236,7 @@ class _Planner:
         used = np.zeros(self.n, dtype=np.int64)
         if not pa.types.is_struct(array.type):
             return used
-        valid_struct = _valid(array)
+        valid_struct = valid_mask(array)
         present = []
         texts = []
         names = []
@@ -471,7 +244,7 @@ class _Planner:
             text = _tag_text(array.field(i))
             if text is None:
                 continue
-            present.append(_valid(text) & valid_struct)
+            present.append(valid_mask(text) & valid_struct)
             texts.append(text)
             names.append(field.name)
         if not names:
@@ -496,7 +269,7 @@ class _Planner:
         array = self._column("groundtruths")
         if not pa.types.is_list(array.type):
             return np.zeros(self.n, dtype=np.int64)
-        has = _lengths(array) == 1
+        has = list_lengths(array) == 1
         rows = np.flatnonzero(has)
         if len(rows):
             elements = pc.list_flatten(array)
@@ -529,14 +302,14 @@ class _Planner:
         )
         width = 2 + layer_counts
         exclusive = np.cumsum(width) - width
-        first = _starts(_lengths(array))  # first element index of each row
+        first = _starts(list_lengths(array))  # first element index of each row
         slots = used[parents] + 1 + exclusive - exclusive[first[parents]]
         pred_ids = self._ids(self.lines[parents], slots)
         datapoints = self.dp_ids.take(pa.array(parents, pa.int64()))
-        models = _model_names(elements)
+        models = model_names_of(elements)
         model_array = pa.array(models, pa.string())
         logits = elements.field("logits")
-        lengths = _lengths(logits)
+        lengths = list_lengths(logits)
         flat = np.asarray(pc.list_flatten(logits).to_numpy(zero_copy_only=False), dtype=np.float64)
         derived = _derive(flat, lengths, self._class_names(elements), m)
         self._emit(
@@ -567,7 +340,7 @@ class _Planner:
                 [f"{models[r]}:{layer}" if layer else models[r] for r in rows], pa.string()
             )
             taken = values.take(pa.array(rows, pa.int64()))
-            vector_lengths = _lengths(taken)
+            vector_lengths = list_lengths(taken)
             vector_flat = np.asarray(
                 pc.list_flatten(taken).to_numpy(zero_copy_only=False), dtype=np.float64
             )
@@ -618,14 +391,14 @@ class _Planner:
             return []
         embeddings = elements.field("embeddings")
         if pa.types.is_list(embeddings.type):
-            return [("", _lengths(embeddings) > 0, embeddings)]
+            return [("", list_lengths(embeddings) > 0, embeddings)]
         if pa.types.is_struct(embeddings.type):
             out = []
-            valid = _valid(embeddings)
+            valid = valid_mask(embeddings)
             for i, field in enumerate(embeddings.type):
                 child = embeddings.field(i)
                 if pa.types.is_list(child.type):
-                    out.append((field.name, (_lengths(child) > 0) & valid, child))
+                    out.append((field.name, (list_lengths(child) > 0) & valid, child))
             return out
         return []
 
@@ -642,7 +415,7 @@ class _Planner:
         if column is None:
             empty = np.zeros(len(elements), dtype=np.int64)
             return np.array([], dtype=object), empty, empty
-        counts = _lengths(column)
+        counts = list_lengths(column)
         flat = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=object)
         return flat, _starts(counts), counts
 
