@@ -43,7 +43,6 @@ class FastBatch:
 
     tables: dict[str, pa.Table]
     counts: BatchCounts
-    records: int
 
 
 def plan_batch(
@@ -216,7 +215,7 @@ class _Planner:
 
     def build(self) -> FastBatch:
         if self.n == 0:
-            return FastBatch({}, BatchCounts(), 0)
+            return FastBatch({}, BatchCounts())
         self.dp_ids = self._ids(self.lines, np.zeros(self.n, dtype=np.int64))
         self._emit(
             "datapoints",
@@ -228,7 +227,7 @@ class _Planner:
         used = self._tags()
         used += self._groundtruths(used)
         self._predictions(used)
-        return FastBatch(self.tables, self.counts, self.n)
+        return FastBatch(self.tables, self.counts)
 
     def _tags(self) -> np.ndarray:
         """Emit tag rows; return how many slots each record's tags took."""

@@ -153,16 +153,6 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
-#: Tables whose rows hang off a datapoint (their ``datapoint`` column names it).
-DATAPOINT_CHILDREN = (
-    "tags",
-    "groundtruths",
-    "predictions",
-    "bboxes",
-    "lanes",
-    "completions",
-    "feature_vectors",
-)
 #: Child lists of a prediction or groundtruth.
 ATTACHMENT_CHILDREN = ("bboxes", "lanes", "completions")
 TABLE_NAMES = tuple(SCHEMAS)

@@ -180,7 +180,7 @@ class Uploads:
         self.lake = lake
         self.batch_size = batch_size
         self.max_line = max_line
-        self.fast_path = fast_path  # off: every record takes the general path (for tests)
+        self.fast_path = fast_path  # off: every record takes the per-record path (tests)
 
     # -- creating and reading ------------------------------------------------------------------
     def create(
@@ -353,7 +353,7 @@ class Uploads:
         if self.fast_path and len(raw.numbers) >= _NATIVE_MIN_LINES:
             native = plan_batch(raw, organization_id=organization_id, id_source=id_source, now=now)
         if native is None:
-            batch, rest = FastBatch({}, BatchCounts(), 0), raw.lines()
+            batch, rest = FastBatch({}, BatchCounts()), raw.lines()
         else:
             batch, leftover = native
             lines = raw.lines() if leftover else []
