@@ -137,6 +137,16 @@ class Datapoint:
         return self.groundtruths if kind == "groundtruths" else self.predictions
 
 
+# the columns that identify rows, for those a batch can only replace or delete
+_KEYS = ["id", "organization_id"]
+_ATTACHMENT_KEYS = {
+    "groundtruths": ["id", "organization_id", "datapoint", "task_type"],
+    "predictions": ["id", "organization_id", "datapoint", "task_type", "model_name"],
+}
+_CHILD_KEYS = ["id", "organization_id", "datapoint", "prediction", "groundtruth"]
+_VECTOR_KEYS = ["id", "organization_id", "datapoint", "prediction", "type", "model_name"]
+
+
 def _key_of(kind: str, row: Row) -> Any:
     key = task_key(row["task_type"])
     return key if kind == "groundtruths" else (key, row.get("model_name") or "")
@@ -179,10 +189,12 @@ class BatchPlanner:
             self.known_parents.update(found.column("id").to_pylist())
         if not datapoint_ids:
             return
-        for row in self._rows("datapoints", "id", datapoint_ids):
+        # whole rows only where a record may rewrite them; keys suffice to replace or delete
+        whole = any(spec.fields for spec in specs if spec.id is not None)
+        for row in self._rows("datapoints", "id", datapoint_ids, None if whole else _KEYS):
             self.datapoints[row["id"]] = Datapoint(row)
             self.known_parents.add(row["id"])
-        self._load_children(set(self.datapoints))
+        self._load_children(set(self.datapoints), specs, bool(attachment_ids))
 
     def _read(
         self, table: str, column: str, values: Iterable[str], columns: list[str] | None = None
@@ -199,8 +211,10 @@ class BatchPlanner:
             table, state=self.state, columns=columns, filter=condition, prune=prune
         )
 
-    def _rows(self, table: str, column: str, values: Iterable[str]) -> list[Row]:
-        read = self._read(table, column, values)
+    def _rows(
+        self, table: str, column: str, values: Iterable[str], columns: list[str] | None = None
+    ) -> list[Row]:
+        read = self._read(table, column, values, columns)
         for index, column_type in enumerate(read.schema.types):
             if pa.types.is_timestamp(column_type):
                 name = read.schema.names[index]
@@ -209,23 +223,42 @@ class BatchPlanner:
         self.changes.existing[table].update(row["id"] for row in rows)
         return rows
 
-    def _load_children(self, datapoint_ids: set[str]) -> None:
-        for row in self._rows("tags", "datapoint", datapoint_ids):
-            self.datapoints[row["datapoint"]].tags[row["name"]] = row
-        by_id: dict[str, Attachment] = {}
-        for kind in ("groundtruths", "predictions"):
-            for row in self._rows(kind, "datapoint", datapoint_ids):
+    def _load_children(
+        self, datapoint_ids: set[str], specs: Sequence[RecordSpec], by_id: bool
+    ) -> None:
+        """Load the rows under these datapoints of the tables the batch's records touch.
+
+        Attachments and their children are loaded whole only when a record updates one by id
+        (``by_id``); otherwise they can only be replaced, for which their keys suffice.
+        """
+        if any(spec.tags_given for spec in specs):
+            for row in self._rows("tags", "datapoint", datapoint_ids):
+                self.datapoints[row["datapoint"]].tags[row["name"]] = row
+        kinds = [
+            kind
+            for kind in ("groundtruths", "predictions")
+            if any(getattr(spec, kind) for spec in specs)
+        ]
+        if not kinds:
+            return
+        loaded: dict[str, Attachment] = {}
+        for kind in kinds:
+            columns = None if by_id else _ATTACHMENT_KEYS[kind]
+            for row in self._rows(kind, "datapoint", datapoint_ids, columns):
                 attachment = Attachment(row)
-                by_id[row["id"]] = attachment
+                loaded[row["id"]] = attachment
                 self.attachment_owner[row["id"]] = (kind, row["datapoint"])
                 self.datapoints[row["datapoint"]].attachments(kind)[_key_of(kind, row)] = attachment
         for child in ATTACHMENT_CHILDREN:
-            for row in self._rows(child, "datapoint", datapoint_ids):
-                parent = by_id.get(row["prediction"] or row["groundtruth"] or "")
+            columns = None if by_id else _CHILD_KEYS
+            for row in self._rows(child, "datapoint", datapoint_ids, columns):
+                parent = loaded.get(row["prediction"] or row["groundtruth"] or "")
                 if parent is not None:
                     parent.children[child][row["id"]] = row
-        for row in self._rows("feature_vectors", "datapoint", datapoint_ids):
-            parent = by_id.get(row["prediction"] or "")
+        if "predictions" not in kinds:
+            return
+        for row in self._rows("feature_vectors", "datapoint", datapoint_ids, _VECTOR_KEYS):
+            parent = loaded.get(row["prediction"] or "")
             if parent is not None:
                 parent.vectors[(row["type"], row["model_name"])] = row
 
