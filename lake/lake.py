@@ -184,6 +184,7 @@ class Lake:
                     self.store.delete(_INTENT)
                 raise
             if txn.dirty or txn.progress != base.progress:
+                self.store.keep_lock()
                 self._publish(base, txn.versions, txn.progress)
             if txn.dirty:
                 self.store.delete(_INTENT)
@@ -242,6 +243,7 @@ class Transaction:
             self.progress[upload_id] = progress
 
     def _begin(self, table: str) -> None:
+        self.lake.store.keep_lock()
         if not self.dirty:
             self.lake.store.put(
                 _INTENT, json.dumps({"base": self.base.seq, "at": time.time()}).encode()

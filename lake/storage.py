@@ -154,6 +154,9 @@ class ObjectStore(ABC):
     def writer_lock(self, *, timeout: float) -> contextlib.AbstractContextManager[None]:
         """The lake-wide writer lock, held for the commit phase of one batch."""
 
+    def keep_lock(self) -> None:  # noqa: B027 (a no-op where the lock cannot expire)
+        """Extend the writer lock while it is held (a lease on S3); raise if it was lost."""
+
 
 class LocalStore(ObjectStore):
     """The embedded lake: a folder on the local file system."""
@@ -255,7 +258,7 @@ class LocalStore(ObjectStore):
 class S3Store(ObjectStore):
     """A lake under ``s3://bucket/prefix`` on any S3-compatible server with conditional PUT."""
 
-    lease_seconds = 60.0
+    lease_seconds = 120.0
 
     def __init__(self, location: LakeLocation) -> None:
         import boto3
@@ -276,6 +279,7 @@ class S3Store(ObjectStore):
         )
         self._thread_lock = threading.Lock()
         self._owner = uuid.uuid4().hex
+        self._lease: tuple[str, float] | None = None  # (ETag, when taken or renewed)
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -365,13 +369,38 @@ class S3Store(ObjectStore):
         if not self._thread_lock.acquire(timeout=timeout):
             raise LockTimeoutError(f"writer lock of s3://{self.bucket}/{self.prefix} busy")
         try:
-            etag = self._acquire_lease(timeout)
+            self._lease = (self._acquire_lease(timeout), time.monotonic())
             try:
                 yield
             finally:
+                etag, _ = self._lease
+                self._lease = None
                 self._release_lease(etag)
         finally:
             self._thread_lock.release()
+
+    def keep_lock(self) -> None:
+        from botocore.exceptions import ClientError
+
+        if self._lease is None:
+            return
+        etag, since = self._lease
+        if time.monotonic() - since < self.lease_seconds / 3:
+            return
+        try:  # conditional on our ETag: fails if another writer took the lease over
+            response = self._call(
+                "lock",
+                self.client.put_object,
+                Key=self._key(_LOCK_KEY),
+                Body=self._lease_body(),
+                IfMatch=etag,
+            )
+        except ClientError as exc:
+            raise StorageError(
+                f"the writer lock of s3://{self.bucket}/{self.prefix} was lost (held past its "
+                f"{self.lease_seconds:.0f}s lease and taken over): {exc}"
+            ) from exc
+        self._lease = (str(response["ETag"]), time.monotonic())
 
     def _lease_body(self) -> bytes:
         return json.dumps(
