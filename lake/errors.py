@@ -5,7 +5,8 @@ Every error the engine raises on purpose derives from :class:`LakeError`::
     LakeError
     ├── ConfigError          a lake URI or option that cannot be used
     ├── StorageError         the object store or a Delta table failed underneath us
-    │   └── CommitConflictError   a Delta commit kept conflicting after every retry
+    │   ├── CommitConflictError   a Delta commit kept conflicting after every retry
+    │   └── LockLostError         the writer lock expired and another writer took it
     ├── LockTimeoutError     the lake's writer lock could not be taken in time
     ├── RecordError          one ingestion record cannot be applied (line, field, reason)
     ├── InputError           an upload's input cannot be read at all (fatal for the upload)
@@ -31,6 +32,10 @@ class StorageError(LakeError):
 
 class CommitConflictError(StorageError):
     """A Delta commit conflicted with concurrent writers more times than allowed."""
+
+
+class LockLostError(StorageError):
+    """The writer lock expired while held and another writer took it over."""
 
 
 class LockTimeoutError(LakeError):

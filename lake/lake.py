@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake.delta import DeltaStore
-from lake.errors import StorageError
+from lake.errors import LockLostError, StorageError
 from lake.storage import LakeLocation, ObjectStore, S3Options
 from lake.tables import SCHEMAS, TABLE_NAMES, empty
 
@@ -178,6 +178,10 @@ class Lake:
             txn = Transaction(self, base)
             try:
                 yield txn
+            except LockLostError:
+                # the writer that took the lock over repairs the lake (it found our intent
+                # marker); touching the tables now could undo its work
+                raise
             except BaseException:
                 if txn.dirty:
                     self._restore(base, txn.versions)

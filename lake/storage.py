@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from lake.errors import ConfigError, LockTimeoutError, StorageError
+from lake.errors import ConfigError, LockLostError, LockTimeoutError, StorageError
 
 DEFAULT_LAKE = "./shoal-data"
 _LOCK_KEY = "_shoal/writer.lock"
@@ -396,7 +396,7 @@ class S3Store(ObjectStore):
                 IfMatch=etag,
             )
         except ClientError as exc:
-            raise StorageError(
+            raise LockLostError(
                 f"the writer lock of s3://{self.bucket}/{self.prefix} was lost (held past its "
                 f"{self.lease_seconds:.0f}s lease and taken over): {exc}"
             ) from exc

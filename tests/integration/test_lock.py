@@ -9,7 +9,7 @@ import pytest
 from conftest import s3_lake_uri, s3_options
 from s3server import S3Server
 
-from lake import Lake, LockTimeoutError, StorageError, Uploads
+from lake import Lake, LockLostError, LockTimeoutError, Uploads
 from lake.storage import S3Store
 
 # (local lakes use flock, which the kernel releases when the holder dies: nothing to test)
@@ -63,5 +63,5 @@ def test_the_lease_is_renewed_and_a_lost_one_is_noticed(lake: Lake) -> None:
         assert store._lease[0] != first  # renewed
         put_lease(store, time.time() + 60)  # another writer took it over
         time.sleep(0.25)
-        with pytest.raises(StorageError, match=r"writer lock .* was lost"):
+        with pytest.raises(LockLostError, match=r"writer lock .* was lost"):
             store.keep_lock()
