@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -121,27 +121,22 @@ class DeltaStore:
 
         return self._with_retries(table, "append", write)
 
-    def upsert(self, table: str, rows: pa.Table, deletes: Sequence[Mapping[str, Any]]) -> int:
-        """One commit: delete the ``deletes`` rows, update rows whose id exists, insert the rest.
+    def upsert(self, table: str, rows: pa.Table, delete_ids: Sequence[str]) -> int:
+        """One commit: delete ``delete_ids``, update rows whose id exists, insert the rest.
 
-        Child tables are matched on (datapoint, id): delta-rs prunes the files to rewrite by
-        the source's key ranges, and a batch's datapoints are far fewer and closer together
-        than its new row ids, so only the files holding those datapoints are rewritten.
+        Matching is on ``id`` over the whole table: meant for small tables (uploads). Tables
+        keyed by datapoint are rewritten by key range with :meth:`replace` instead.
         """
-        keys = ["id", "datapoint"] if "datapoint" in rows.schema.names else ["id"]
-        delete_table = pa.table(
-            {key: pa.array([row.get(key) for row in deletes], pa.string()) for key in keys}
-        )
-        ops = pa.array(["upsert"] * rows.num_rows + ["delete"] * len(deletes), pa.string())
-        source = pa.concat_tables([rows, delete_table], promote_options="default").append_column(
+        deletes = pa.table({"id": pa.array(list(delete_ids), pa.string())})
+        ops = pa.array(["upsert"] * rows.num_rows + ["delete"] * len(delete_ids), pa.string())
+        source = pa.concat_tables([rows, deletes], promote_options="default").append_column(
             "_op", ops
         )
-        predicate = " AND ".join(f"t.{key} = s.{key}" for key in reversed(keys))
 
         def write() -> int:
             dt = self._writer(table)
             (
-                dt.merge(source, predicate=predicate, source_alias="s", target_alias="t")
+                dt.merge(source, predicate="t.id = s.id", source_alias="s", target_alias="t")
                 .when_matched_delete(predicate="s._op = 'delete'")
                 .when_matched_update_all(predicate="s._op = 'upsert'", except_cols=["_op"])
                 .when_not_matched_insert_all(predicate="s._op = 'upsert'", except_cols=["_op"])

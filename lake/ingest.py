@@ -96,7 +96,7 @@ class Changes:
             if not touches_existing:
                 txn.append(table, arrow)
             elif key is None:
-                txn.upsert(table, arrow, deletes)
+                txn.upsert(table, arrow, [row["id"] for row in deletes])
             else:
                 # Rewrite the key ranges of the datapoints touched (the old ones, and the new
                 # ones of this batch): rows changed or deleted there are replaced by ``arrow``.

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -265,18 +265,15 @@ class Transaction:
         self._begin(table)
         self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
 
-    def upsert(self, table: str, rows: pa.Table, deletes: Sequence[Mapping[str, Any]] = ()) -> None:
-        """Update rows by id (insert the new ones) and delete the ``deletes`` rows, in one commit.
-
-        ``deletes`` are rows: their ``id``, and their ``datapoint`` where the table has one.
-        """
-        if rows.num_rows == 0 and not deletes:
+    def upsert(self, table: str, rows: pa.Table, delete_ids: Sequence[str] = ()) -> None:
+        """Update rows by id (insert the new ones) and delete ``delete_ids``, in one commit."""
+        if rows.num_rows == 0 and not delete_ids:
             return
         self._begin(table)
-        if not deletes and self.base.versions.get(table) is None:
+        if not delete_ids and self.base.versions.get(table) is None:
             self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
             return
-        self.versions[table] = self.lake.delta.upsert(table, rows.cast(SCHEMAS[table]), deletes)
+        self.versions[table] = self.lake.delta.upsert(table, rows.cast(SCHEMAS[table]), delete_ids)
 
     def replace(
         self,
