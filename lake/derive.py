@@ -68,8 +68,8 @@ class LogitsResult:
 def process_logits(logits: np.ndarray, class_names: list[str] | None) -> LogitsResult:
     """Derive confidences, class and metrics from logits of shape [C], [S,C], [C,H,W], [S,C,H,W]."""
     x = np.asarray(logits, dtype=np.float64)
-    if x.ndim == 1 and x.size >= 1:
-        return _classification(_class_probabilities(x, 0), class_names)
+    if x.ndim == 1 and x.size >= 1:  # the same arithmetic as a batch of [C] logits
+        return _classification(rows_probabilities(x[None, :])[0], class_names)
     if x.ndim == 2 and x.shape[0] >= 1 and x.shape[1] >= 1:  # MC dropout classification
         samples = _class_probabilities(x, 1)
         result = _classification(samples.mean(axis=0), class_names)
@@ -93,7 +93,7 @@ def _classification(p: np.ndarray, class_names: list[str] | None) -> LogitsResul
         confidences=[float(v) for v in p],
         confidence=float(p[index]),
         class_name=class_name_of(index, class_names),
-        metrics={"entropy": float(normalised_entropy(p, 0))},
+        metrics={"entropy": float(rows_entropy(p[None, :])[0])},
     )
 
 
