@@ -221,15 +221,10 @@ class Uploads:
             txn.set_progress(upload.id, upload.progress())
 
     def get(self, upload_id: str, *, organization_id: str | None = None) -> Upload:
-        canonical = ids.canonical(upload_id)
-        condition = pc.field("id") == (canonical or upload_id)
-        if organization_id is not None:
-            condition &= pc.field("organization_id") == organization_id
         state = self.lake.state()
-        rows = self.lake.read("uploads", state=state, filter=condition).to_pylist()
-        if not rows:
-            raise NotFoundError(f"upload {upload_id} not found")
-        upload = Upload.from_row(rows[0]).with_progress(state.progress.get(rows[0]["id"]))
+        upload = self._current(
+            ids.canonical(upload_id) or upload_id, state, organization_id=organization_id
+        )
         if not upload.status.finished:
             upload.errors = self._stored_errors(upload.id, state)
         return upload
@@ -267,10 +262,14 @@ class Uploads:
         self.lake.store.put(_ABORT_PREFIX + upload.id, b"1")
         return self._finish(upload, UploadStatus.ABORTED, "the upload was aborted")
 
-    def _current(self, upload_id: str, state: LakeState) -> Upload:
-        rows = self.lake.read(
-            "uploads", state=state, filter=pc.field("id") == upload_id
-        ).to_pylist()
+    def _current(
+        self, upload_id: str, state: LakeState, *, organization_id: str | None = None
+    ) -> Upload:
+        """The upload's row at ``state``, with the progress that state holds for it."""
+        condition = pc.field("id") == upload_id
+        if organization_id is not None:
+            condition &= pc.field("organization_id") == organization_id
+        rows = self.lake.read("uploads", state=state, filter=condition).to_pylist()
         if not rows:
             raise NotFoundError(f"upload {upload_id} not found")
         return Upload.from_row(rows[0]).with_progress(state.progress.get(upload_id))
