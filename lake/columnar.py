@@ -251,8 +251,7 @@ class _Planner:
         matrix = np.stack(present, axis=1)
         slots = np.cumsum(matrix, axis=1)
         rows, cols = np.nonzero(matrix)
-        value_arrays = [texts[c] for c in range(len(texts))]
-        combined = pa.concat_arrays(value_arrays)  # column-major: field c, row r at c*n + r
+        combined = pa.concat_arrays(texts)  # column-major: field c, row r at c*n + r
         take = pa.array(cols * self.n + rows, pa.int64())
         self._emit(
             "tags",
@@ -294,12 +293,13 @@ class _Planner:
             return
         parents = np.asarray(pc.list_parent_indices(array).to_numpy(), dtype=np.int64)
         layers = self._layers(elements)
-        layer_counts = (
-            np.stack([present for _, present, _ in layers], axis=1).sum(axis=1)
-            if layers
-            else np.zeros(m, dtype=np.int64)
-        )
-        width = 2 + layer_counts
+        # which elements have a vector for each layer; a prediction's rows take the slots
+        # of itself, its LOGITS vector and its layers' vectors, in that order
+        present = np.zeros((m, len(layers)), dtype=np.int64)
+        for position, (_, has, _) in enumerate(layers):
+            present[:, position] = has
+        rank = np.cumsum(present, axis=1)
+        width = 2 + present.sum(axis=1)
         exclusive = np.cumsum(width) - width
         first = _starts(list_lengths(array))  # first element index of each row
         slots = used[parents] + 1 + exclusive - exclusive[first[parents]]
@@ -331,10 +331,8 @@ class _Planner:
                 "shape": lengths,
             }
         ]
-        if layers:
-            rank = np.cumsum(np.stack([present for _, present, _ in layers], axis=1), axis=1)
-        for position, (layer, present, values) in enumerate(layers):
-            rows = np.flatnonzero(present)
+        for position, (layer, has, values) in enumerate(layers):
+            rows = np.flatnonzero(has)
             names = pa.array(
                 [f"{models[r]}:{layer}" if layer else models[r] for r in rows], pa.string()
             )
