@@ -105,12 +105,38 @@ class DeltaStore:
             raise StorageError(f"cannot read table {table!r}: {exc}") from exc
 
     def scan(self, table: str, version: int) -> pl.LazyFrame:
-        return pl.scan_delta(self.uri(table), version=version, storage_options=self.options)
+        return pl.scan_delta(self.open(table, version), storage_options=self.options)
 
     def count(self, table: str, version: int) -> int:
         actions = self.open(table, version).get_add_actions(flatten=True)
         column = pa.table(actions).column("num_records")
         return int(pc.sum(column).as_py() or 0)
+
+    def split_points(self, table: str, version: int, column: str, rows_per_part: int) -> list[str]:
+        """Values of ``column`` that cut the table into parts of about ``rows_per_part`` rows.
+
+        Files are grouped by their ``column`` statistics (overlapping files stay together); the
+        points are the group starts. The parts ``[p_i, p_i+1)`` cover every value whatever the
+        statistics say, so they are always a correct partition; good statistics make each part
+        read only its own files. No statistics: no points (one part).
+        """
+        actions = pa.table(self.open(table, version).get_add_actions(flatten=True))
+        low, high = f"min.{column}", f"max.{column}"
+        if actions.num_rows == 0 or low not in actions.column_names:
+            return []
+        files = actions.select([low, high, "num_records"]).to_pylist()
+        if any(f[low] is None or f[high] is None for f in files):
+            return []
+        files.sort(key=lambda f: f[low])
+        points: list[str] = []
+        rows, reach = 0, files[0][high]
+        for f in files:
+            if f[low] > reach and rows >= rows_per_part:
+                points.append(f[low])
+                rows = 0
+            rows += int(f["num_records"] or 0)
+            reach = max(reach, f[high])
+        return points
 
     # -- writing -----------------------------------------------------------------------------
     def append(self, table: str, rows: pa.Table) -> int:

@@ -10,6 +10,7 @@ Every error the engine raises on purpose derives from :class:`LakeError`::
     ├── LockTimeoutError     the lake's writer lock could not be taken in time
     ├── RecordError          one ingestion record cannot be applied (line, field, reason)
     ├── InputError           an upload's input cannot be read at all (fatal for the upload)
+    ├── QueryError           a filter, column, order or SQL statement that cannot be run
     └── NotFoundError        an id (upload, datapoint, ...) that the lake does not hold
 
 A :class:`RecordError` never stops an upload: the record is reported and skipped.
@@ -48,6 +49,10 @@ class NotFoundError(LakeError):
 
 class InputError(LakeError):
     """The input of an upload cannot be read (undecodable file, unreadable source)."""
+
+
+class QueryError(LakeError):
+    """A query cannot be run as written: the message names the filter, column or clause."""
 
 
 class RecordError(LakeError):

@@ -152,6 +152,16 @@ class Lake:
             return pl.LazyFrame(schema=pl.from_arrow(empty(table)).schema)  # type: ignore[union-attr]
         return self.delta.scan(table, version)
 
+    def split_points(
+        self, table: str, column: str, rows_per_part: int, *, state: LakeState | None = None
+    ) -> list[str]:
+        """Values of ``column`` cutting ``table`` into parts of about ``rows_per_part`` rows."""
+        state = state or self.state()
+        version = state.versions.get(table)
+        if version is None:
+            return []
+        return self.delta.split_points(table, version, column, rows_per_part)
+
     def count(self, table: str, *, state: LakeState | None = None) -> int:
         state = state or self.state()
         version = state.versions.get(table)
