@@ -36,6 +36,7 @@ class DeltaStore:
         self.location = location
         self.options = location.delta_storage_options()
         self._cache: dict[tuple[str, int], DeltaTable] = {}
+        self._datasets: dict[tuple[str, int], ds.Dataset] = {}
         self._cache_lock = threading.Lock()
         # tables opened for writing, kept open across commits (writes hold the lake's lock)
         self._writers: dict[str, DeltaTable] = {}
@@ -86,7 +87,18 @@ class DeltaStore:
     # -- reading -----------------------------------------------------------------------------
     def dataset(self, table: str, version: int, *, prune: str | None = None) -> ds.Dataset:
         """The table as a pyarrow dataset; ``prune`` (SQL over columns) skips files by stats."""
-        return self.open(table, version).to_pyarrow_dataset(file_pruning_predicate=prune)
+        if prune is not None:
+            return self.open(table, version).to_pyarrow_dataset(file_pruning_predicate=prune)
+        key = (table, version)
+        with self._cache_lock:
+            cached = self._datasets.get(key)
+        if cached is None:
+            cached = self.open(table, version).to_pyarrow_dataset()
+            with self._cache_lock:
+                if len(self._datasets) > 64:
+                    self._datasets.clear()
+                self._datasets[key] = cached
+        return cached
 
     def read(
         self,

@@ -103,7 +103,8 @@ class Changes:
                 keys = set(arrow.column(key).to_pylist()) | {row[key] for row in deletes}
                 ranges = [_span(sorted(keys & known)), _span(sorted(keys - known))]
                 changed = [row["id"] for row in rows] + [row["id"] for row in deletes]
-                txn.replace(table, key, [r for r in ranges if r is not None], changed, arrow)
+                drop = pc.field("id").isin(pa.array(sorted(changed), pa.string()))
+                txn.replace(table, key, [r for r in ranges if r is not None], drop, arrow)
 
 
 _DATAPOINT_KEY = {

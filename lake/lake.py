@@ -234,6 +234,15 @@ class Lake:
                 self.delta.restore(name, published)
 
 
+def key_ranges(keys: Sequence[str], *, most: int = 64) -> list[tuple[str, str]]:
+    """At most ``most`` inclusive ranges covering ``keys``: a rewrite skips the files between."""
+    ordered = sorted(set(keys))
+    step = max(1, -(-len(ordered) // most))
+    return [
+        (ordered[i], ordered[min(i + step, len(ordered)) - 1]) for i in range(0, len(ordered), step)
+    ]
+
+
 def sql_text(value: str) -> str:
     """A SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
@@ -290,25 +299,20 @@ class Transaction:
         table: str,
         key: str,
         ranges: Sequence[tuple[str, str]],
-        changed_ids: Sequence[str],
+        drop: pc.Expression,
         rows: pa.Table,
     ) -> None:
         """Rewrite the rows whose ``key`` lies in ``ranges``, in one commit.
 
-        Rows there whose id is in ``changed_ids`` give way to ``rows`` (updated, new) or go
-        (deleted); the others are carried over. Only the files holding those key ranges are
-        rewritten, so the cost follows what the batch touches, not the table.
+        Rows there matching ``drop`` give way to ``rows`` (updated, new) or go (deleted); the
+        others are carried over. Only the files holding those key ranges are rewritten, so the
+        cost follows what the batch touches, not the table.
         """
         self._begin(table)
         predicate = " OR ".join(
             f"({key} >= {sql_text(low)} AND {key} <= {sql_text(high)})" for low, high in ranges
         )
-        carried = self.lake.read(
-            table,
-            state=self.base,
-            prune=predicate,
-            filter=~pc.field("id").isin(pa.array(sorted(changed_ids), pa.string())),
-        )
+        carried = self.lake.read(table, state=self.base, prune=predicate, filter=~drop)
         inside = None
         for low, high in ranges:  # the files read hold keys outside the ranges too
             column = carried.column(key)
@@ -318,6 +322,12 @@ class Transaction:
             carried = carried.filter(inside)
         data = pa.concat_tables([rows.cast(SCHEMAS[table]), carried.cast(SCHEMAS[table])])
         self.versions[table] = self.lake.delta.replace(table, data, predicate)
+
+    def delete(self, table: str, key: str, keys: Sequence[str], drop: pc.Expression) -> None:
+        """Delete the rows matching ``drop``; all of them have their ``key`` in ``keys``."""
+        if not keys or self.base.versions.get(table) is None:
+            return
+        self.replace(table, key, key_ranges(keys), drop, SCHEMAS[table].empty_table())
 
     def ensure_tables(self, names: Sequence[str] = TABLE_NAMES) -> None:
         """Create missing tables so that the published state names every one of them."""
