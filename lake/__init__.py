@@ -12,6 +12,7 @@ from lake.errors import (
     LockLostError,
     LockTimeoutError,
     NotFoundError,
+    QueryError,
     RecordError,
     StorageError,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "LockLostError",
     "LockTimeoutError",
     "NotFoundError",
+    "QueryError",
     "RecordError",
     "S3Options",
     "StorageError",
