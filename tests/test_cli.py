@@ -73,21 +73,19 @@ def test_shoal_lake_sets_the_default_lake(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_select_sql_and_delete_commands(tmp_path, capsysbinary) -> None:  # type: ignore[no-untyped-def]
-    json_ = json
-    cli = main
 
     lake = str(tmp_path / "lake")
     sample = str(Path(__file__).parent / "data" / "sample.ndjson")
-    assert cli(["ingest", "--lake", lake, "-q", sample]) == 0
+    assert main(["ingest", "--lake", lake, "-q", sample]) == 0
     capsysbinary.readouterr()
-    filters = json_.dumps(
+    filters = json.dumps(
         [
             {"left": "tags.name", "op": "=", "right": "split"},
             {"left": "tags.value", "op": "=", "right": "val"},
         ]
     )
     assert (
-        cli(
+        main(
             [
                 "select",
                 "--lake",
@@ -103,21 +101,21 @@ def test_select_sql_and_delete_commands(tmp_path, capsysbinary) -> None:  # type
         )
         == 0
     )
-    rows = [json_.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+    rows = [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
     assert len(rows) == 2 and set(rows[0]) == {"id", "uri"}
     assert (
-        cli(["sql", "--lake", lake, "SELECT count(*) AS n FROM datapoints", "--format", "json"])
+        main(["sql", "--lake", lake, "SELECT count(*) AS n FROM datapoints", "--format", "json"])
         == 0
     )
-    assert json_.loads(capsysbinary.readouterr().out) == [{"n": 22}]
+    assert json.loads(capsysbinary.readouterr().out) == [{"n": 22}]
     assert (
-        cli(["select", "--lake", lake, "--filters", '[{"left": "x", "op": "=", "right": 1}]']) == 1
+        main(["select", "--lake", lake, "--filters", '[{"left": "x", "op": "=", "right": 1}]']) == 1
     )
     assert b"unknown column 'x'" in capsysbinary.readouterr().err
-    assert cli(["sql", "--lake", lake, "DROP TABLE datapoints"]) == 1
+    assert main(["sql", "--lake", lake, "DROP TABLE datapoints"]) == 1
     assert b"only SELECT statements" in capsysbinary.readouterr().err
-    assert cli(["delete", "--lake", lake, "--filters", filters]) == 0
-    deleted = json_.loads(capsysbinary.readouterr().out)["deleted"]
+    assert main(["delete", "--lake", lake, "--filters", filters]) == 0
+    deleted = json.loads(capsysbinary.readouterr().out)["deleted"]
     assert deleted >= 1
-    assert cli(["sql", "--lake", lake, "SELECT count(*) AS n FROM datapoints"]) == 0
-    assert json_.loads(capsysbinary.readouterr().out) == {"n": 22 - deleted}
+    assert main(["sql", "--lake", lake, "SELECT count(*) AS n FROM datapoints"]) == 0
+    assert json.loads(capsysbinary.readouterr().out) == {"n": 22 - deleted}
