@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import BinaryIO, Literal
 
 import orjson
+import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -37,14 +38,33 @@ def write(rows: Rows, out: BinaryIO, fmt: Format = "ndjson") -> int:
     return writers[fmt](rows, out)
 
 
-def _dicts(rows: Rows, batch: pa.RecordBatch) -> list[dict[str, object]]:
-    return decode_json(batch.to_pylist(), rows.json_keys)
+def json_lines(rows: Rows, batch: pa.RecordBatch) -> list[bytes]:
+    """Each row of ``batch`` as one JSON object, JSON-text columns embedded as values."""
+    if any("." in key for key in rows.json_keys):  # JSON inside child rows: decode it all
+        return [
+            orjson.dumps(row, option=_OPTIONS)
+            for row in decode_json(batch.to_pylist(), rows.json_keys)
+        ]
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    if frame.height == 0:
+        return []
+    parts = []
+    for name in frame.columns:
+        key = orjson.dumps(name).decode() + ":"
+        if name in rows.json_keys:  # stored JSON text: embed it as it is
+            parts.append(pl.lit(key) + pl.col(name).fill_null("null"))
+        else:  # polars encodes the value (strings escaped, times in ISO 8601, lists, structs)
+            encoded = pl.struct(pl.col(name)).struct.json_encode()
+            parts.append(encoded.str.strip_prefix("{").str.strip_suffix("}"))
+    line = pl.concat_str([pl.lit("{"), pl.concat_str(parts, separator=","), pl.lit("}")])
+    return [text.encode() for text in frame.select(line).to_series().to_list()]
 
 
 def _ndjson(rows: Rows, out: BinaryIO) -> int:
     count = 0
     for batch in rows:
-        lines = [orjson.dumps(row, option=_OPTIONS) for row in _dicts(rows, batch)]
+        lines = json_lines(rows, batch)
         if lines:
             out.write(b"\n".join(lines) + b"\n")
         count += len(lines)
@@ -55,9 +75,10 @@ def _json(rows: Rows, out: BinaryIO) -> int:
     count = 0
     out.write(b"[")
     for batch in rows:
-        for row in _dicts(rows, batch):
-            out.write((b",\n" if count else b"\n") + orjson.dumps(row, option=_OPTIONS))
-            count += 1
+        lines = json_lines(rows, batch)
+        if lines:
+            out.write((b",\n" if count else b"\n") + b",\n".join(lines))
+        count += len(lines)
     out.write(b"\n]\n" if count else b"]\n")
     return count
 

@@ -28,7 +28,8 @@ from lake.query.filters import ChildGroup, FilterSet, Kind, Op, parse_filters
 from lake.query.shape import ChildList, Order, Shape, parse_order, parse_shape, parse_window
 from lake.tables import SCHEMAS
 
-DEFAULT_CHUNK_ROWS = 250_000
+DEFAULT_CHUNK_ROWS = 250_000  # primary rows read at a time
+BATCH_ROWS = 50_000  # rows per batch handed out (what a writer holds while it encodes)
 
 
 class Scope:
@@ -184,7 +185,7 @@ def select(
 
     Arguments are the wire request's (``filters``, ``selectColumns``, ``orderBy``, ``desc``,
     ``limit``, ``offset``); every one is checked before anything is read, and a problem raises
-    :class:`QueryError` naming it. Rows come in batches of at most ``chunk_rows``.
+    :class:`QueryError` naming it. ``chunk_rows`` primary rows are read at a time.
     """
     selection = Selection.parse(
         table,
@@ -361,6 +362,7 @@ def _needed(shape: Shape) -> list[str]:
 
 
 def _batches(frame: pl.DataFrame, schema: pa.Schema, chunk_rows: int) -> list[pa.RecordBatch]:
+    chunk_rows = min(chunk_rows, BATCH_ROWS)
     table = frame.to_arrow().cast(schema).combine_chunks()
     return table.to_batches(max_chunksize=chunk_rows)
 

@@ -350,3 +350,11 @@ def test_output_formats(q: Q) -> None:
     assert csv[0] == '"id","metadata","tags"' and len(csv) == 3
     table = pq.read_table(io.BytesIO(run("parquet")))
     assert table.num_rows == 2 and table.column_names == ["id", "metadata", "tags"]
+
+
+def test_an_empty_lake_answers_empty_results(lake: Lake) -> None:
+    rows = select(lake, "predictions", columns=["*", "bboxes.*"])
+    table = rows.to_arrow()
+    assert table.num_rows == 0 and "bboxes" in table.column_names
+    assert sql(lake, "SELECT count(*) AS n FROM tags").to_pylist() == [{"n": 0}]
+    assert delete(lake, "datapoints", filters=[]).num_rows == 0
