@@ -19,7 +19,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -56,7 +56,6 @@ CHILDREN: dict[str, dict[str, str]] = {
     "groundtruths": {"bboxes": "groundtruth", "lanes": "groundtruth", "completions": "groundtruth"},
     "bboxes": {},
 }
-PRIMARY_TABLES = tuple(CHILDREN)
 
 JSON_COLUMNS = frozenset({"metadata", "metrics", "classifications"})
 ID_COLUMNS = frozenset({"id", "datapoint", "prediction", "groundtruth", "parent_datapoint", "bbox"})
@@ -102,8 +101,6 @@ class Op(enum.StrEnum):
 
 ORDERING = frozenset({Op.LT, Op.GT, Op.LE, Op.GE})
 PATTERNS = frozenset({Op.LIKE, Op.NOT_LIKE, Op.ILIKE, Op.NOT_ILIKE, Op.SIMILAR, Op.NOT_SIMILAR})
-NULL_TESTS = frozenset({Op.IS, Op.IS_NOT, Op.IS_NULL, Op.IS_NOT_NULL})
-LISTS = frozenset({Op.IN, Op.NOT_IN, Op.BETWEEN, Op.NOT_BETWEEN})
 
 
 class Kind(enum.Enum):
@@ -462,8 +459,3 @@ def similar_regex(pattern: str) -> str:
 def _show(value: object) -> str:
     text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def describe(conditions: Sequence[Condition]) -> str:
-    """A readable one-line form of conditions (for logs and error messages)."""
-    return " AND ".join(f"{c.column.dotted} {c.op.value} {c.value!r}" for c in conditions)

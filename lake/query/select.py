@@ -21,7 +21,7 @@ import orjson
 import polars as pl
 import pyarrow as pa
 
-from lake.errors import QueryError
+from lake.errors import StorageError
 from lake.lake import Lake, LakeState
 from lake.query.expressions import all_of, column_expr, to_expr
 from lake.query.filters import ChildGroup, FilterSet, Kind, Op, parse_filters
@@ -310,12 +310,12 @@ def _exists(
     """
     child = scope.scan(group.table, where=None if bounds is None else bounds.expr(group.fk))
     predicate = to_expr(group.conditions)
-    hits = child.filter(predicate).select(pl.col(group.fk).alias("id")).unique()
+    hits = child.filter(predicate).select(pl.col(group.fk).alias("id"))
     if not _holds_on_null_row(group, predicate):
         return frame.join(hits, on="id", how="semi")
     parents = child.select(pl.col(group.fk).alias("id")).unique()
     return (
-        frame.join(hits.with_columns(pl.lit(True).alias("_hit")), on="id", how="left")
+        frame.join(hits.unique().with_columns(pl.lit(True).alias("_hit")), on="id", how="left")
         .join(parents.with_columns(pl.lit(True).alias("_parent")), on="id", how="left")
         .filter(pl.col("_hit") | pl.col("_parent").is_null())
         .drop("_hit", "_parent")
@@ -350,10 +350,16 @@ def _sort_keys(order: Order) -> tuple[list[pl.Expr], list[bool], list[bool]]:
 
 
 def _collect(frame: pl.LazyFrame) -> pl.DataFrame:
+    # requests are checked before they run: what fails here is reading the tables
     try:
         return frame.collect()
-    except pl.exceptions.ComputeError as exc:
-        raise QueryError(f"the query cannot be run: {exc}") from exc
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise StorageError(f"reading the lake's tables failed: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- shaping ---------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ hold every child of the row (filters do not narrow them), each child once, order
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -171,7 +170,3 @@ def _count(name: str, value: object) -> int | None:
     if value < 0:
         raise QueryError(f"{name} must not be negative, got {value}")
     return value
-
-
-def child_columns(child: ChildList) -> Sequence[str]:
-    return [c.name for c in child.columns]

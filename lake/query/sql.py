@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake.errors import QueryError
+from lake.errors import QueryError, StorageError
 from lake.lake import Lake, LakeState
 from lake.query.select import Rows
 from lake.tables import SCHEMAS
@@ -103,6 +103,9 @@ def _stream(
                 batch = reader.read_next_batch()
             except StopIteration:
                 return
+            except (OSError, duckdb.IOException, duckdb.HTTPException) as exc:
+                message = f"reading the lake's tables failed: {_first_line(exc)}"
+                raise StorageError(message) from None
             except (duckdb.Error, pa.ArrowException) as exc:
                 raise QueryError(f"SQL error: {_first_line(exc)}") from None
             yield batch
