@@ -29,6 +29,7 @@ from lake.query.shape import ChildList, Order, Shape, parse_order, parse_shape, 
 from lake.tables import SCHEMAS
 
 DEFAULT_CHUNK_ROWS = 250_000  # primary rows read at a time
+_MAX_RUN = 16  # parts read together at most, when filters keep few rows
 BATCH_ROWS = 50_000  # rows per batch handed out (what a writer holds while it encodes)
 
 
@@ -216,18 +217,28 @@ def run(selection: Selection, scope: Scope, *, chunk_rows: int = DEFAULT_CHUNK_R
 def _by_id_ranges(
     selection: Selection, scope: Scope, schema: pa.Schema, chunk_rows: int
 ) -> Iterator[pa.RecordBatch]:
-    """Rows in id order, read range by range: each range is filtered, shaped and sent alone."""
+    """Rows in id order, read range by range: each range is filtered, shaped and sent alone.
+
+    Ranges are runs of parts of about ``chunk_rows`` rows. A run starts as one part and grows
+    as the filters prove selective (up to ``_MAX_RUN`` parts), so that each run yields about
+    ``chunk_rows`` rows: fewer passes for narrow filters, bounded memory for wide ones.
+    """
     desc = selection.order.desc
     wanted = _id_span(selection.filters)
     parts = [p for p in scope.parts(selection.table, chunk_rows) if p.overlaps(wanted)]
+    if desc:
+        parts.reverse()
     skip, left = selection.offset, selection.limit
-    for bounds in reversed(parts) if desc else parts:
-        if left == 0:
-            return
+    start, run = 0, 1
+    while start < len(parts) and left != 0:
+        first, last = parts[start], parts[min(start + run, len(parts)) - 1]
+        bounds = Bounds(last.low, first.high) if desc else Bounds(first.low, last.high)
         frame = matching_frame(selection.filters, scope, bounds).sort("id", descending=desc)
         if left is not None:
             frame = frame.head(skip + left)
         rows = _collect(frame.select(_needed(selection.shape)))
+        start += run
+        run = min(_MAX_RUN, max(1, (run * chunk_rows) // max(rows.height, 1)))
         taken = rows.slice(skip)
         skip = max(0, skip - rows.height)
         if left is not None:
@@ -369,7 +380,7 @@ def _needed(shape: Shape) -> list[str]:
 
 def _batches(frame: pl.DataFrame, schema: pa.Schema, chunk_rows: int) -> list[pa.RecordBatch]:
     chunk_rows = min(chunk_rows, BATCH_ROWS)
-    table = frame.to_arrow().cast(schema).combine_chunks()
+    table = frame.to_arrow().cast(schema)
     return table.to_batches(max_chunksize=chunk_rows)
 
 

@@ -358,3 +358,28 @@ def test_an_empty_lake_answers_empty_results(lake: Lake) -> None:
     assert table.num_rows == 0 and "bboxes" in table.column_names
     assert sql(lake, "SELECT count(*) AS n FROM tags").to_pylist() == [{"n": 0}]
     assert delete(lake, "datapoints", filters=[]).num_rows == 0
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 2, 3, 5, 100])
+def test_range_by_range_reading_matches_one_pass(lake: Lake, ingest: Any, chunk_rows: int) -> None:
+    for upload in range(3):  # three uploads: three files per table, three id ranges
+        ingest([record(f"u{upload}-{i}", tags={"odd": str(i % 2)}) for i in range(4)])
+    every = sorted(r["id"] for r in select(lake, "datapoints", columns=["id"]).to_pylist())
+    odd = [{"left": "tags.value", "op": "=", "right": "1"}]
+    expected_odd = [
+        r["id"]
+        for r in select(lake, "datapoints", filters=odd, columns=["id", "tags.value"]).to_pylist()
+    ]
+    assert len(every) == 12 and len(expected_odd) == 6
+
+    def ids(**kw: Any) -> list[str]:
+        rows = select(lake, "datapoints", columns=["id"], chunk_rows=chunk_rows, **kw)
+        return [r["id"] for r in rows.to_pylist()]
+
+    assert ids() == every
+    assert ids(desc=True) == every[::-1]
+    assert ids(filters=odd) == sorted(expected_odd)
+    assert ids(filters=odd, desc=True, offset=1, limit=3) == sorted(expected_odd)[::-1][1:4]
+    assert ids(offset=5, limit=4) == every[5:9]
+    assert ids(filters=[{"left": "id", "op": "=", "right": every[7]}]) == [every[7]]
+    assert ids(filters=[{"left": "id", "op": ">", "right": every[9]}]) == every[10:]
