@@ -59,7 +59,7 @@ def sql(
         for table in SQL_TABLES:
             con.register(table, _dataset(lake, table, state, organization_id))
         con.execute("SET lock_configuration = true")
-        reader = con.execute(statement).to_arrow_reader(_BATCH_ROWS)
+        reader = con.sql(statement).to_arrow_reader(_BATCH_ROWS)
     except duckdb.Error as exc:
         con.close()
         raise QueryError(f"SQL error: {_first_line(exc)}") from None
