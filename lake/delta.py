@@ -2,7 +2,7 @@
 
 Everything else talks to :class:`DeltaStore`, which knows the lake location, creates tables on
 first use with the schemas of :mod:`lake.tables`, reads a table at a given version, and commits
-appends, upserts-with-deletes and restores. deltalake's exceptions become :mod:`lake.errors`;
+appends, key-range rewrites and restores. deltalake's exceptions become :mod:`lake.errors`;
 commit conflicts are retried with backoff.
 """
 
@@ -87,13 +87,18 @@ class DeltaStore:
     # -- reading -----------------------------------------------------------------------------
     def dataset(self, table: str, version: int, *, prune: str | None = None) -> ds.Dataset:
         """The table as a pyarrow dataset; ``prune`` (SQL over columns) skips files by stats."""
+        # our schema, not each file's: files written by a merge hold string_view columns,
+        # which pyarrow cannot compare with plain string literals in filters
+        schema = SCHEMAS[table]
         if prune is not None:
-            return self.open(table, version).to_pyarrow_dataset(file_pruning_predicate=prune)
+            return self.open(table, version).to_pyarrow_dataset(
+                file_pruning_predicate=prune, schema=schema
+            )
         key = (table, version)
         with self._cache_lock:
             cached = self._datasets.get(key)
         if cached is None:
-            cached = self.open(table, version).to_pyarrow_dataset()
+            cached = self.open(table, version).to_pyarrow_dataset(schema=schema)
             with self._cache_lock:
                 if len(self._datasets) > 64:
                     self._datasets.clear()
@@ -158,31 +163,6 @@ class DeltaStore:
             return int(dt.version())
 
         return self._with_retries(table, "append", write)
-
-    def upsert(self, table: str, rows: pa.Table, delete_ids: Sequence[str]) -> int:
-        """One commit: delete ``delete_ids``, update rows whose id exists, insert the rest.
-
-        Matching is on ``id`` over the whole table: meant for small tables (uploads). Tables
-        keyed by datapoint are rewritten by key range with :meth:`replace` instead.
-        """
-        deletes = pa.table({"id": pa.array(list(delete_ids), pa.string())})
-        ops = pa.array(["upsert"] * rows.num_rows + ["delete"] * len(delete_ids), pa.string())
-        source = pa.concat_tables([rows, deletes], promote_options="default").append_column(
-            "_op", ops
-        )
-
-        def write() -> int:
-            dt = self._writer(table)
-            (
-                dt.merge(source, predicate="t.id = s.id", source_alias="s", target_alias="t")
-                .when_matched_delete(predicate="s._op = 'delete'")
-                .when_matched_update_all(predicate="s._op = 'upsert'", except_cols=["_op"])
-                .when_not_matched_insert_all(predicate="s._op = 'upsert'", except_cols=["_op"])
-                .execute()
-            )
-            return int(dt.version())
-
-        return self._with_retries(table, "upsert", write)
 
     def replace(self, table: str, rows: pa.Table, predicate: str) -> int:
         """One commit: the rows matching ``predicate`` (SQL) are replaced by ``rows``."""

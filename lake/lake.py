@@ -285,14 +285,19 @@ class Transaction:
         self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
 
     def upsert(self, table: str, rows: pa.Table, delete_ids: Sequence[str] = ()) -> None:
-        """Update rows by id (insert the new ones) and delete ``delete_ids``, in one commit."""
+        """Update rows by id (insert the new ones) and delete ``delete_ids``, in one commit.
+
+        Only the files holding those ids are rewritten (ids are time-ordered, so they are few).
+        """
         if rows.num_rows == 0 and not delete_ids:
             return
-        self._begin(table)
         if not delete_ids and self.base.versions.get(table) is None:
+            self._begin(table)
             self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
             return
-        self.versions[table] = self.lake.delta.upsert(table, rows.cast(SCHEMAS[table]), delete_ids)
+        changed = [*rows.column("id").to_pylist(), *delete_ids]
+        drop = pc.field("id").isin(pa.array(changed, pa.string()))
+        self.replace(table, "id", key_ranges(changed), drop, rows)
 
     def replace(
         self,

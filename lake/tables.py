@@ -143,6 +143,33 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("errors", STR),
         ("error_message", STR),
     ),
+    "datasets": _schema(
+        ("id", STR),
+        ("organization_id", STR),
+        ("created_at", TS),
+        ("created_by", STR),
+        ("display_name", STR),
+    ),
+    # one working (uncommitted) version per dataset; committed versions are never changed
+    "dataset_versions": _schema(
+        ("id", STR),
+        ("organization_id", STR),
+        ("dataset", STR),
+        ("created_at", TS),
+        ("created_by", STR),
+        ("message", STR),
+        ("committed", pa.bool_()),
+        ("dirty", pa.bool_()),
+        ("parent", STR),  # lineage: the version this one was copied from (commit or checkout)
+        ("committed_at", TS),
+        ("lake_state", STR),  # committed: the lake state (table versions) at commit, as JSON
+    ),
+    # every version's full membership, keyed by version
+    "dataset_members": _schema(
+        ("version", STR),
+        ("organization_id", STR),
+        ("datapoint", STR),
+    ),
     # record errors of running uploads (a finished upload's first ones are in its row)
     "upload_errors": _schema(
         ("upload_id", STR),

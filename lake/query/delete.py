@@ -5,7 +5,8 @@ removes them with everything that hangs off them, in one lake transaction (reade
 or none of it):
 
 - a datapoint takes its tags, predictions, groundtruths, their bboxes / lanes / completions /
-  feature vectors, and its child datapoints (``parent_datapoint``) with all of theirs;
+  feature vectors, its child datapoints (``parent_datapoint``) with all of theirs, and its
+  memberships of every dataset version;
 - a prediction takes its bboxes, lanes, completions and feature vectors;
 - a groundtruth takes its bboxes, lanes and completions.
 
@@ -78,6 +79,13 @@ def _cascade(txn: Transaction, scope: Scope, table: str, rows: pa.Table) -> None
     txn.delete(table, key, keys, pc.field("id").isin(_strings(ids)))
     for child, column in CASCADES[table].items():
         txn.delete(child, "datapoint", keys, pc.field(column).isin(_strings(ids)))
+    if table == "datapoints":  # out of every dataset version, committed ones included
+        gone = pc.field("datapoint").isin(_strings(ids))
+        versions = txn.lake.read(
+            "dataset_members", state=txn.base, columns=["version"], filter=gone
+        )
+        touched = pc.unique(versions.column("version").combine_chunks()).to_pylist()
+        txn.delete("dataset_members", "version", touched, gone)
 
 
 def _with_descendants(scope: Scope, ids: list[str]) -> list[str]:

@@ -36,10 +36,18 @@ BATCH_ROWS = 50_000  # rows per batch handed out (what a writer holds while it e
 class Scope:
     """The tables of one lake state, as seen by one organization (or by all when None)."""
 
-    def __init__(self, lake: Lake, *, state: LakeState | None, organization_id: str | None) -> None:
+    def __init__(
+        self,
+        lake: Lake,
+        *,
+        state: LakeState | None,
+        organization_id: str | None,
+        dataset_version: str | None = None,
+    ) -> None:
         self.lake = lake
         self.state = state or lake.state()
         self.organization_id = organization_id
+        self.dataset_version = dataset_version  # only the members of this dataset version
 
     def scan(self, table: str, *, where: pl.Expr | None = None) -> pl.LazyFrame:
         frame = self.lake.scan(table, state=self.state)
@@ -180,6 +188,7 @@ def select(
     offset: object = None,
     organization_id: str | None = None,
     state: LakeState | None = None,
+    dataset_version: str | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> Rows:
     """Select rows of ``table`` (datapoints, predictions, groundtruths or bboxes).
@@ -187,6 +196,8 @@ def select(
     Arguments are the wire request's (``filters``, ``selectColumns``, ``orderBy``, ``desc``,
     ``limit``, ``offset``); every one is checked before anything is read, and a problem raises
     :class:`QueryError` naming it. ``chunk_rows`` primary rows are read at a time.
+    ``dataset_version`` keeps only the rows of that dataset version's datapoints; ``state``
+    reads the lake as it was at that state (a committed version's, for a frozen read).
     """
     selection = Selection.parse(
         table,
@@ -197,7 +208,9 @@ def select(
         limit=limit,
         offset=offset,
     )
-    scope = Scope(lake, state=state, organization_id=organization_id)
+    scope = Scope(
+        lake, state=state, organization_id=organization_id, dataset_version=dataset_version
+    )
     return run(selection, scope, chunk_rows=chunk_rows)
 
 
@@ -304,6 +317,12 @@ def _by_ids(
 def matching_frame(filters: FilterSet, scope: Scope, bounds: Bounds | None = None) -> pl.LazyFrame:
     """The primary rows passing ``filters`` (every column, lazily), within ``bounds`` if given."""
     frame = scope.scan(filters.primary, where=None if bounds is None else bounds.expr("id"))
+    if scope.dataset_version is not None:
+        members = scope.scan(
+            "dataset_members", where=pl.col("version") == scope.dataset_version
+        ).select(pl.col("datapoint").alias("_member"))
+        key = "id" if filters.primary == "datapoints" else "datapoint"
+        frame = frame.join(members, left_on=key, right_on="_member", how="semi")
     if filters.conditions:
         frame = frame.filter(to_expr(filters.conditions))
     for group in filters.groups:
