@@ -27,6 +27,9 @@ from lake.tables import SCHEMAS
 T = TypeVar("T")
 
 _COMMIT_RETRIES = 8
+#: Old versions stay loadable: committed dataset versions read the tables at them (frozen
+#: reads), so the Delta log is never trimmed by age; maintenance vacuums data files instead.
+TABLE_PROPERTIES = {"delta.enableExpiredLogCleanup": "false"}
 
 
 class DeltaStore:
@@ -79,6 +82,7 @@ class DeltaStore:
                 mode="ignore",
                 storage_options=self.options,
                 name=table,
+                configuration=TABLE_PROPERTIES,
             )
             return dt.version()
         except (DeltaError, OSError) as exc:
@@ -173,6 +177,43 @@ class DeltaStore:
             return int(dt.version())
 
         return self._with_retries(table, "replace", write)
+
+    def compact(self, table: str, *, target_size: int) -> int:
+        """Merge the table's small files into files of about ``target_size`` bytes."""
+
+        def write() -> int:
+            dt = self._writer(table)
+            missing = {
+                k: v for k, v in TABLE_PROPERTIES.items() if dt.metadata().configuration.get(k) != v
+            }
+            if missing:
+                dt.alter.set_table_properties(missing, raise_if_not_exists=False)
+            dt.optimize.compact(target_size=target_size)
+            return int(dt.version())
+
+        return self._with_retries(table, "compact", write)
+
+    def checkpoint_and_vacuum(
+        self, table: str, *, keep_versions: Sequence[int], retention_hours: float
+    ) -> list[str]:
+        """Checkpoint the table, then delete files no version in ``keep_versions`` (nor the
+        latest) reads and that were removed more than ``retention_hours`` ago."""
+        try:
+            dt = DeltaTable(self.uri(table), storage_options=self.options)
+            dt.create_checkpoint()
+            return list(
+                dt.vacuum(
+                    retention_hours=max(0, int(retention_hours)),
+                    dry_run=False,
+                    enforce_retention_duration=False,
+                    keep_versions=sorted(set(keep_versions)),
+                )
+            )
+        except (DeltaError, OSError) as exc:
+            raise StorageError(f"maintenance of table {table!r} failed: {exc}") from exc
+
+    def file_count(self, table: str, version: int) -> int:
+        return len(self.open(table, version).file_uris())
 
     def restore(self, table: str, version: int) -> int:
         def write() -> int:

@@ -334,6 +334,11 @@ class Transaction:
             return
         self.replace(table, key, key_ranges(keys), drop, SCHEMAS[table].empty_table())
 
+    def compact(self, table: str, *, target_size: int) -> None:
+        """Merge ``table``'s small files (same rows, fewer files)."""
+        self._begin(table)
+        self.versions[table] = self.lake.delta.compact(table, target_size=target_size)
+
     def ensure_tables(self, names: Sequence[str] = TABLE_NAMES) -> None:
         """Create missing tables so that the published state names every one of them."""
         for name in names:
