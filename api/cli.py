@@ -8,6 +8,8 @@ Embedded-lake commands (they open the lake directly, no server needed)::
                  [--desc] [--limit N] [--offset N] [--format json|ndjson|csv|parquet]
     shoal sql    [--lake URI] "SELECT ..." [--format ...]
     shoal delete [--lake URI] [--table T] --filters JSON [...]   print the deleted rows
+    shoal datasets list|create|add|remove|commit|history|checkout|diff|export|delete ...
+    shoal maintain [--lake URI] [--retention-hours H]   compact, checkpoint, vacuum
 
 ``--lake`` defaults to ``$SHOAL_LAKE``, then ``./shoal-data``. S3 lakes (``s3://bucket/prefix``)
 take their endpoint and credentials from ``SHOAL_S3_ENDPOINT`` / ``AWS_*``.
@@ -122,6 +124,118 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def _datasets(args: argparse.Namespace) -> Any:
+    from lake.datasets import Datasets
+
+    return Datasets(_lake(args), organization_id=args.org)
+
+
+def _dataset_id(datasets: Any, name_or_id: str) -> str:
+    from lake import ids
+
+    if ids.canonical(name_or_id) is not None:
+        return str(ids.canonical(name_or_id))
+    return str(datasets.get_by_name(name_or_id).id)
+
+
+def _version_json(version: Any) -> dict[str, Any]:
+    row = version.to_row()
+    row.pop("lake_state")
+    row["frozen_state"] = version.lake_state.seq if version.lake_state else None
+    return row
+
+
+def _datapoint_ids(args: argparse.Namespace) -> Any:
+    from lake.query import select
+
+    values: list[str] = list(args.ids)
+    if args.ids_file:
+        with open(args.ids_file) as lines:
+            values += [line.strip() for line in lines if line.strip()]
+    if args.filters is not None:
+        rows = select(
+            _lake(args),
+            "datapoints",
+            filters=_filters(args.filters),
+            columns=["id"],
+            organization_id=args.org,
+        )
+        values += rows.to_arrow().column("id").to_pylist()
+    if not values:
+        raise LakeError("give datapoint ids, --ids-file or --filters")
+    return values
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    datasets = _datasets(args)
+    action = args.action
+    if action == "list":
+        for dataset in datasets.list_datasets():
+            _print_json(dataset.to_row())
+    elif action == "create":
+        _print_json(datasets.create(args.name).to_row())
+    elif action in ("add", "remove"):
+        dataset_id = _dataset_id(datasets, args.dataset)
+        method = datasets.add if action == "add" else datasets.remove
+        _print_json(
+            {action + ("ed" if action == "add" else "d"): method(dataset_id, _datapoint_ids(args))}
+        )
+    elif action == "commit":
+        _print_json(
+            _version_json(datasets.commit(_dataset_id(datasets, args.dataset), args.message))
+        )
+    elif action == "history":
+        for version in datasets.versions(_dataset_id(datasets, args.dataset)):
+            _print_json(_version_json(version))
+    elif action == "checkout":
+        version = datasets.checkout(_dataset_id(datasets, args.dataset), args.version)
+        _print_json({"checked_out": version.id})
+    elif action == "diff":
+        diff = datasets.diff(args.version1, args.version2)
+        _print_json(
+            {
+                "version1": diff.version1,
+                "version2": diff.version2,
+                "added": diff.added.to_pylist(),
+                "removed": diff.removed.to_pylist(),
+            }
+        )
+    elif action == "export":
+        cmd_export(args, datasets)
+    elif action == "delete":
+        _print_json({"deleted": datasets.delete(_dataset_id(datasets, args.dataset)).id})
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, datasets: Any) -> None:
+    from tqdm import tqdm
+
+    from lake import ids
+    from lake.export import export
+
+    version = args.version
+    if ids.canonical(version) is None:  # a dataset name: its working version
+        version = datasets.working(_dataset_id(datasets, version)).id
+    with tqdm(unit=" datapoints", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+        count = export(
+            datasets,
+            version,
+            args.path,
+            format=args.format,
+            frozen=args.frozen,
+            progress=lambda done: bar.update(done - bar.n),
+        )
+    _print_json({"version": version, "datapoints": count, "path": args.path, "format": args.format})
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from lake.maintenance import maintain
+
+    for report in maintain(_lake(args), retention_hours=args.retention_hours):
+        _print_json(report.__dict__)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoal", description="Shoal, the ML data lake.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -190,7 +304,59 @@ def build_parser() -> argparse.ArgumentParser:
         "--filters", required=True, help='JSON list of filters; "[]" deletes every row'
     )
     delete.set_defaults(func=cmd_delete)
+
+    _dataset_commands(commands, lake_option)
+
+    maintain = commands.add_parser("maintain", help="compact, checkpoint and vacuum the tables")
+    lake_option(maintain)
+    maintain.add_argument(
+        "--retention-hours",
+        type=float,
+        default=24.0,
+        help="keep files removed less than this long ago, for running readers (default 24)",
+    )
+    maintain.set_defaults(func=cmd_maintain)
     return parser
+
+
+def _dataset_commands(commands: Any, lake_option: Any) -> None:
+    datasets = commands.add_parser("datasets", help="versioned datasets")
+    actions = datasets.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, text: str) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = actions.add_parser(name, help=text)
+        lake_option(sub)
+        sub.add_argument("--org", default=None, help="the organization (default: all / default)")
+        sub.set_defaults(func=cmd_datasets)
+        return sub
+
+    action("list", "every dataset, one JSON object per line")
+    action("create", "create a dataset").add_argument("name")
+    for name, text in (
+        ("add", "add datapoints to the working version"),
+        ("remove", "remove datapoints from the working version"),
+    ):
+        sub = action(name, text)
+        sub.add_argument("dataset", help="dataset id or name")
+        sub.add_argument("ids", nargs="*", help="datapoint ids")
+        sub.add_argument("--ids-file", help="a file with one datapoint id per line")
+        sub.add_argument("--filters", default=None, help="the datapoints a select would return")
+    commit = action("commit", "commit the working version")
+    commit.add_argument("dataset", help="dataset id or name")
+    commit.add_argument("-m", "--message", default=None)
+    action("history", "versions, newest first").add_argument("dataset", help="dataset id or name")
+    checkout = action("checkout", "start a new working version from a committed one")
+    checkout.add_argument("dataset", help="dataset id or name")
+    checkout.add_argument("version", help="committed version id")
+    diff = action("diff", "datapoints added and removed between two versions")
+    diff.add_argument("version1")
+    diff.add_argument("version2")
+    export = action("export", "export a version as Parquet tables or ingestion NDJSON")
+    export.add_argument("version", help="version id (or a dataset id/name: its working version)")
+    export.add_argument("path", help="a folder (parquet) or a file (ndjson)")
+    export.add_argument("--format", choices=("parquet", "ndjson"), default="parquet")
+    export.add_argument("--frozen", action="store_true", help="rows as they were at the commit")
+    action("delete", "delete a dataset and its versions").add_argument("dataset")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

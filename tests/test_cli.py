@@ -119,3 +119,39 @@ def test_select_sql_and_delete_commands(tmp_path, capsysbinary) -> None:  # type
     assert deleted >= 1
     assert main(["sql", "--lake", lake, "SELECT count(*) AS n FROM datapoints"]) == 0
     assert json.loads(capsysbinary.readouterr().out) == {"n": 22 - deleted}
+
+
+def test_dataset_commands(tmp_path, capsysbinary) -> None:  # type: ignore[no-untyped-def]
+    lake = str(tmp_path / "lake")
+    sample = str(Path(__file__).parent / "data" / "sample.ndjson")
+    assert main(["ingest", "--lake", lake, "-q", sample]) == 0
+    capsysbinary.readouterr()
+
+    def run(*argv: str) -> list[dict]:  # type: ignore[type-arg]
+        assert main(["datasets", argv[0], "--lake", lake, *argv[1:]]) == 0
+        return [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+
+    dataset = run("create", "dogs")[0]["id"]
+    val = json.dumps([{"left": "tags.value", "op": "=", "right": "val"}])
+    added = run("add", "dogs", "--filters", val)[0]["added"]
+    assert added > 0
+    first = run("commit", "dogs", "-m", "val split")[0]
+    assert first["committed"] and first["message"] == "val split"
+    run("add", dataset, "--filters", "[]")
+    second = run("commit", dataset)[0]
+    history = run("history", "dogs")
+    assert [v["id"] for v in history[1:]] == [second["id"], first["id"]]
+    diff = run("diff", first["id"], second["id"])[0]
+    assert len(diff["added"]) == 22 - added and diff["removed"] == []
+    out = tmp_path / "frozen.ndjson"
+    assert (
+        run("export", first["id"], str(out), "--format", "ndjson", "--frozen")[0]["datapoints"]
+        == added
+    )
+    assert len(out.read_text().splitlines()) == added
+    assert run("checkout", "dogs", first["id"])[0] == {"checked_out": first["id"]}
+    assert main(["maintain", "--lake", lake, "--retention-hours", "0"]) == 0
+    reports = [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+    assert {r["table"] for r in reports} >= {"datapoints", "dataset_members"}
+    assert main(["datasets", "add", "--lake", lake, "dogs", "not-an-id"]) == 1
+    assert b"must be UUIDs" in capsysbinary.readouterr().err
