@@ -10,6 +10,8 @@ Embedded-lake commands (they open the lake directly, no server needed)::
     shoal delete [--lake URI] [--table T] --filters JSON [...]   print the deleted rows
     shoal datasets list|create|add|remove|commit|history|checkout|diff|export|delete ...
     shoal maintain [--lake URI] [--retention-hours H]   compact, checkpoint, vacuum
+    shoal serve [--lake URI] [--host H] [--port P]      the HTTP server (also python -m api)
+    shoal keys create --org ORG [--name N] | list [--org ORG] | revoke KEY_ID
 
 ``--lake`` defaults to ``$SHOAL_LAKE``, then ``./shoal-data``. S3 lakes (``s3://bucket/prefix``)
 take their endpoint and credentials from ``SHOAL_S3_ENDPOINT`` / ``AWS_*``.
@@ -236,6 +238,48 @@ def cmd_maintain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import Settings
+    from lake.keys import ApiKeys
+
+    overrides = {
+        k: v
+        for k, v in (("lake", args.lake), ("host", args.host), ("port", args.port))
+        if v is not None
+    }
+    settings = Settings(**overrides)
+    lake = Lake(settings.lake)
+    keys = ApiKeys(lake)
+    if not keys.list_keys():
+        _, key = keys.create("default", name="first key")
+        print(
+            "shoal: this lake had no API key; created one for organization 'default' "
+            f"(shown only now):\n\n    {key}\n",
+            file=sys.stderr,
+            flush=True,
+        )
+    uvicorn.run(create_app(settings, lake=lake), host=settings.host, port=settings.port)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from lake.keys import ApiKeys
+
+    keys = ApiKeys(_lake(args))
+    if args.action == "create":
+        record, key = keys.create(args.org, name=args.name)
+        _print_json({**record.to_dict(), "key": key})
+    elif args.action == "list":
+        for record in keys.list_keys(organization_id=args.org):
+            _print_json(record.to_dict())
+    else:
+        _print_json(keys.revoke(args.key_id).to_dict())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoal", description="Shoal, the ML data lake.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -316,6 +360,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep files removed less than this long ago, for running readers (default 24)",
     )
     maintain.set_defaults(func=cmd_maintain)
+
+    serve = commands.add_parser("serve", help="run the HTTP server on a lake")
+    lake_option(serve)
+    serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    serve.set_defaults(func=cmd_serve)
+
+    keys = commands.add_parser("keys", help="the server's API keys")
+    key_actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = key_actions.add_parser("create", help="a new key (printed once)")
+    create.add_argument("--org", required=True, help="the organization the key acts for")
+    create.add_argument("--name", default="", help="a label for the key")
+    listing = key_actions.add_parser("list", help="keys (never the keys themselves)")
+    listing.add_argument("--org", default=None)
+    revoke = key_actions.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    for sub in (create, listing, revoke):
+        lake_option(sub)
+        sub.set_defaults(func=cmd_keys)
     return parser
 
 

@@ -141,6 +141,10 @@ class ObjectStore(ABC):
     def upload_file(self, key: str, source: str | os.PathLike[str]) -> None: ...
 
     @abstractmethod
+    def upload_fileobj(self, key: str, source: IO[bytes]) -> None:
+        """Store what ``source`` holds from its position to its end (streamed)."""
+
+    @abstractmethod
     def size(self, key: str) -> int | None: ...
 
     @abstractmethod
@@ -205,6 +209,14 @@ class LocalStore(ObjectStore):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+
+    def upload_fileobj(self, key: str, source: IO[bytes]) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        with open(tmp, "wb") as out:
+            shutil.copyfileobj(source, out, 1 << 20)
         os.replace(tmp, path)
 
     def size(self, key: str) -> int | None:
@@ -344,6 +356,12 @@ class S3Store(ObjectStore):
             self.client.upload_file(str(source), self.bucket, self._key(key))
         except Exception as exc:
             raise StorageError(f"S3 upload of {source} to {key!r} failed: {exc}") from exc
+
+    def upload_fileobj(self, key: str, source: IO[bytes]) -> None:
+        try:
+            self.client.upload_fileobj(source, self.bucket, self._key(key))
+        except Exception as exc:
+            raise StorageError(f"S3 upload to {key!r} failed: {exc}") from exc
 
     def size(self, key: str) -> int | None:
         from botocore.exceptions import ClientError

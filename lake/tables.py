@@ -170,6 +170,16 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("organization_id", STR),
         ("datapoint", STR),
     ),
+    # API keys of the server: only a hash of each key is kept
+    "api_keys": _schema(
+        ("id", STR),
+        ("organization_id", STR),
+        ("name", STR),
+        ("key_hash", STR),
+        ("prefix", STR),  # the key's first characters, to tell keys apart in listings
+        ("created_at", TS),
+        ("revoked_at", TS),
+    ),
     # record errors of running uploads (a finished upload's first ones are in its row)
     "upload_errors": _schema(
         ("upload_id", STR),

@@ -185,31 +185,46 @@ class Uploads:
     # -- creating and reading ------------------------------------------------------------------
     def create(
         self,
-        source: str | os.PathLike[str] | bytes,
+        source: str | os.PathLike[str] | bytes | IO[bytes],
         *,
         organization_id: str = DEFAULT_ORGANIZATION,
         options: dict[str, Any] | None = None,
     ) -> Upload:
-        """Land ``source`` (a file path or bytes) in the lake and record a RUNNING upload."""
-        upload_id = ids.new_id()
-        key = f"_landing/{upload_id}"
+        """Land ``source`` (a file path, bytes or a binary stream) and record a RUNNING upload."""
+        key = f"_landing/{ids.new_id()}"
         if isinstance(source, bytes):
             self.lake.store.put(key, source)
             label = f"<{len(source)} bytes>"
+        elif not isinstance(source, str | os.PathLike):
+            self.lake.store.upload_fileobj(key, source)
+            label = str((options or {}).get("name") or "<stream>")
         else:
             if not os.path.isfile(source):
                 raise InputError(f"no such file: {os.fspath(source)}")
             self.lake.store.upload_file(key, source)
             label = os.path.basename(os.fspath(source))
+        return self.start(key, organization_id=organization_id, options=options, label=label)
+
+    def start(
+        self,
+        landing_key: str,
+        *,
+        organization_id: str = DEFAULT_ORGANIZATION,
+        options: dict[str, Any] | None = None,
+        label: str = "",
+    ) -> Upload:
+        """Record a RUNNING upload of an object already in the lake (``landing_key``)."""
+        if self.lake.store.size(landing_key) is None:
+            raise InputError(f"nothing was uploaded under {landing_key!r}")
         now = datetime.now(UTC)
         upload = Upload(
-            upload_id,
+            ids.new_id(),
             organization_id,
             UploadStatus.RUNNING,
             now,
             now,
-            source=label,
-            landing_key=key,
+            source=label or landing_key.rsplit("/", 1)[-1],
+            landing_key=landing_key,
             options=dict(options or {}),
         )
         self._save(upload)

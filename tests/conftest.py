@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from apitools import Api, make_api
 from s3server import S3Server
 from s3server import start as start_s3_server
 
@@ -115,3 +116,9 @@ def ingest(lake: Lake) -> Ingest:
 @pytest.fixture
 def local_ingest(local_lake: Lake) -> Ingest:
     return Ingest(local_lake)
+
+
+@pytest.fixture
+def api(lake: Lake) -> Iterator[Api]:
+    """The server on ``lake``, driven in-process, with keys of organizations acme and other."""
+    yield from make_api(lake)

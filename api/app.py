@@ -1,0 +1,142 @@
+"""The FastAPI application: ``create_app(settings)`` builds it; nothing happens at import.
+
+Errors always answer ``{"error": {"message": ...}}``; lake errors map to statuses here and only
+here: a bad request (filter, record, input) is 400, an unknown id 404, a missing or bad key 401,
+a storage failure or a busy writer lock 503, anything unexpected 500 (logged, never a trace).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.responses import Response
+
+from api.deps import Services
+from api.routes import datasets, ingestion, query
+from api.settings import Settings
+from lake import JobRunner, Lake, Uploads
+from lake.errors import (
+    InputError,
+    LakeError,
+    LockTimeoutError,
+    NotFoundError,
+    QueryError,
+    RecordError,
+    StorageError,
+)
+from lake.keys import ApiKeys
+
+log = logging.getLogger("shoal.api")
+
+_STATUS: tuple[tuple[type[LakeError], int], ...] = (
+    (NotFoundError, 404),
+    (QueryError, 400),
+    (InputError, 400),
+    (RecordError, 400),
+    (StorageError, 503),
+    (LockTimeoutError, 503),
+)
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message}}, status_code=status)
+
+
+def create_app(settings: Settings | None = None, *, lake: Lake | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        the_lake = lake or Lake(settings.lake)
+        uploads = Uploads(the_lake, max_line=settings.max_line_bytes)
+        runner = JobRunner(the_lake, workers=settings.job_workers, uploads=uploads)
+        keys = ApiKeys(the_lake, cache_seconds=settings.key_cache_seconds)
+        app.state.services = Services(settings, the_lake, keys, uploads, runner)
+        runner.start()
+        stop = threading.Event()
+        maintenance = _start_maintenance(the_lake, settings, stop)
+        try:
+            yield
+        finally:
+            stop.set()
+            if maintenance is not None:
+                maintenance.join(timeout=5)
+            runner.shutdown(wait=False)
+
+    app = FastAPI(
+        title="Shoal",
+        summary="A self-hosted ML data lake with a Dioptra-compatible API.",
+        lifespan=lifespan,
+    )
+    for router in (ingestion.router, query.router, datasets.router):
+        app.include_router(router)
+
+    @app.get("/health", tags=["service"])
+    def health(request: Request) -> dict[str, object]:
+        services: Services = request.app.state.services
+        state = services.lake.state()
+        return {"status": "ok", "lake": services.lake.uri, "state": state.seq}
+
+    @app.middleware("http")
+    async def limit_body(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > settings.max_body_bytes:
+            return error(
+                413,
+                f"request body of {int(length)} bytes is over the limit of "
+                f"{settings.max_body_bytes} bytes (SHOAL_MAX_BODY_MB)",
+            )
+        return await call_next(request)
+
+    @app.exception_handler(LakeError)
+    async def lake_error(request: Request, exc: LakeError) -> JSONResponse:
+        status = next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
+        if status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return error(status, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        return error(400, f"invalid request: {problems}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    return app
+
+
+def _start_maintenance(
+    lake: Lake, settings: Settings, stop: threading.Event
+) -> threading.Thread | None:
+    if settings.maintenance_hours <= 0:
+        return None
+    from lake.maintenance import maintain
+
+    def loop() -> None:
+        while not stop.wait(settings.maintenance_hours * 3600):
+            try:
+                maintain(lake)
+            except LakeError:
+                log.exception("table maintenance failed; will try again")
+
+    thread = threading.Thread(target=loop, name="shoal-maintenance", daemon=True)
+    thread.start()
+    return thread

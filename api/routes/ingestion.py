@@ -1,0 +1,109 @@
+"""Uploads: land a file, start its ingestion job, follow its status (reference §1.3 #1–#5)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, File, HTTPException, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+
+from api import wire
+from api.deps import Org, Svc
+
+router = APIRouter(tags=["ingestion"])
+
+UPLOAD_SCHEME = "upload://"
+
+
+class IngestRequest(BaseModel):
+    """One of ``url``, ``urls`` (one element) or ``records``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    url: str | None = None
+    urls: list[str] | None = None
+    records: list[Any] | None = None
+    offset: int | None = Field(None, ge=0)
+    limit: int | None = Field(None, ge=0)
+
+
+def _landing_key(organization: str, token: str) -> str:
+    # landed files live under their organization: another organization cannot name them
+    tag = hashlib.sha256(organization.encode()).hexdigest()[:16]
+    return f"_landing/{tag}/{token}"
+
+
+@router.post("/api/ingestion/upload")
+def upload_file(org: Org, svc: Svc, file: Annotated[UploadFile, File()]) -> dict[str, str]:
+    """Store an NDJSON file (plain, gzip or bz2) for a later ``/ingest``; answer its url."""
+    token = secrets.token_urlsafe(16)
+    svc.lake.store.upload_fileobj(_landing_key(org, token), file.file)
+    return {"url": UPLOAD_SCHEME + token}
+
+
+@router.post("/api/ingestion/ingest")
+def ingest(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
+    """Start an upload job; it runs in the background (poll ``/executions/{id}``)."""
+    return _start(request, org, svc)
+
+
+@router.post("/events", include_in_schema=True)
+def events(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
+    """The reference's ``/events`` entry point: the same as ``/api/ingestion/ingest``."""
+    return _start(request, org, svc)
+
+
+def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if request.offset is not None:
+        options["offset"] = request.offset
+    if request.limit is not None:
+        options["limit"] = request.limit
+    sources = [s for s in (request.url, *(request.urls or [])) if s]
+    if request.records is not None:
+        if sources:
+            raise HTTPException(400, "send either records or url(s), not both")
+        data = b"\n".join(
+            orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) for r in request.records
+        )
+        upload = svc.uploads.create(data, organization_id=org, options=options)
+    elif len(sources) == 1:
+        url = sources[0]
+        if not url.startswith(UPLOAD_SCHEME):
+            raise HTTPException(
+                400,
+                f"cannot ingest {url!r}: give the url answered by /api/ingestion/upload "
+                "(ingestion from external URLs is not enabled on this server)",
+            )
+        key = _landing_key(org, url[len(UPLOAD_SCHEME) :])
+        upload = svc.uploads.start(key, organization_id=org, options=options, label=url)
+    elif not sources:
+        raise HTTPException(400, "nothing to ingest: send 'records', 'url' or 'urls'")
+    else:
+        raise HTTPException(400, f"one url per request, got {len(sources)}")
+    svc.runner.submit(upload.id)
+    return {"id": upload.id, "status": str(upload.status)}
+
+
+@router.get("/api/ingestion/executions/{upload_id}")
+def execution(upload_id: str, org: Org, svc: Svc) -> dict[str, Any]:
+    return wire.execution(svc.uploads.get(upload_id, organization_id=org))
+
+
+@router.get("/api/ingestion/executions")
+def executions(org: Org, svc: Svc, limit: int = 100) -> list[dict[str, Any]]:
+    """The organization's most recent uploads, newest first."""
+    uploads = svc.uploads.list_uploads(organization_id=org)[: max(0, min(limit, 1000))]
+    return [
+        {
+            "id": u.id,
+            "status": str(u.status),
+            "startDate": wire.iso(u.created_at),
+            "stopDate": wire.iso(u.finished_at),
+            "source": u.source,
+        }
+        for u in uploads
+    ]

@@ -1,0 +1,40 @@
+"""The server's settings: ``SHOAL_*`` environment variables, or arguments to ``create_app``.
+
+| Variable | Default | Meaning |
+|---|---|---|
+| ``SHOAL_LAKE`` | ``./shoal-data`` | the lake root (a folder or ``s3://bucket/prefix``) |
+| ``SHOAL_HOST`` / ``SHOAL_PORT`` | ``127.0.0.1`` / ``8000`` | where ``shoal serve`` listens |
+| ``SHOAL_MAX_BODY_MB`` | ``512`` | largest request body (uploads included) |
+| ``SHOAL_MAX_LINE_MB`` | ``64`` | largest NDJSON line of an upload |
+| ``SHOAL_JOB_WORKERS`` | ``1`` | uploads processed at the same time |
+| ``SHOAL_KEY_CACHE_SECONDS`` | ``5`` | how long a revoked key may still be accepted |
+| ``SHOAL_MAINTENANCE_HOURS`` | ``0`` (off) | run table maintenance every N hours |
+
+S3 lakes take their endpoint and credentials from ``SHOAL_S3_ENDPOINT`` / ``AWS_*``.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
+
+    lake: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    max_body_mb: float = Field(default=512, gt=0)
+    max_line_mb: float = Field(default=64, gt=0)
+    job_workers: int = Field(default=1, ge=1, le=32)
+    key_cache_seconds: float = Field(default=5.0, ge=0)
+    maintenance_hours: float = Field(default=0, ge=0)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 2**20)
+
+    @property
+    def max_line_bytes(self) -> int:
+        return int(self.max_line_mb * 2**20)

@@ -1,0 +1,110 @@
+"""The JSON shapes of the Dioptra wire protocol, built from lake objects.
+
+Rows of selects stream as a JSON array, one batch at a time. Dataset and version rows use the
+reference's keys (``uuid``, ``display_name``, ``dataset_uuid`` ...). Times are ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from starlette.concurrency import iterate_in_threadpool
+from starlette.responses import StreamingResponse
+
+from lake.datasets import Dataset, DatasetVersion
+from lake.query import Rows
+from lake.query.filters import JSON_COLUMNS
+from lake.query.output import json_lines
+from lake.uploads import Upload
+
+
+def iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def rows_response(rows: Rows) -> StreamingResponse:
+    """A JSON array of ``rows``, encoded and sent batch by batch."""
+
+    def chunks() -> Iterator[bytes]:
+        first = True
+        yield b"["
+        for batch in rows:
+            lines = json_lines(rows, batch)
+            if lines:
+                yield (b"" if first else b",") + b",".join(lines)
+                first = False
+        yield b"]"
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in iterate_in_threadpool(chunks()):
+            yield chunk
+
+    return StreamingResponse(body(), media_type="application/json")
+
+
+def table_rows(table: pa.Table) -> Rows:
+    """An Arrow table of one of the lake's tables as select rows (JSON columns as objects)."""
+    json_keys = frozenset(name for name in table.column_names if name in JSON_COLUMNS)
+    return Rows(table.schema, iter(table.to_batches()), json_keys)
+
+
+def dataset(d: Dataset) -> dict[str, Any]:
+    return {
+        "uuid": d.id,
+        "organization_id": d.organization_id,
+        "created_at": iso(d.created_at),
+        "created_by": d.created_by,
+        "display_name": d.display_name,
+    }
+
+
+def version(v: DatasetVersion) -> dict[str, Any]:
+    return {
+        "uuid": v.id,
+        "organization_id": v.organization_id,
+        "created_at": iso(v.created_at),
+        "created_by": v.created_by,
+        "message": v.message,
+        "dataset_uuid": v.dataset,
+        "dirty": v.dirty,
+        "committed": v.committed,
+        "parent_uuid": v.parent,
+        "committed_at": iso(v.committed_at),
+    }
+
+
+def execution(upload: Upload) -> dict[str, Any]:
+    """An upload as the reference's execution (Step Functions ``DescribeExecution``) shape."""
+    stop = upload.finished_at
+    duration = None if stop is None else int((stop - upload.created_at).total_seconds() * 1000)
+    output = None
+    if upload.status.finished:
+        summary = upload.summary(max_errors=1000)
+        output = {
+            "statusCode": 200 if upload.status == "SUCCEEDED" else 400,
+            "logs": [_log(e) for e in summary.pop("errors")],
+            **{k: v for k, v in summary.items() if k not in ("id", "status", "error_message")},
+        }
+    return {
+        "id": upload.id,
+        "status": str(upload.status),
+        "input": {"source": upload.source, "options": upload.options},
+        "output": output,
+        "progress": upload.progress() if not upload.status.finished else None,
+        "errorMessage": upload.error_message or "",
+        "startDate": iso(upload.created_at),
+        "stopDate": iso(stop),
+        "durationMs": duration,
+    }
+
+
+def _log(error: dict[str, Any]) -> str:
+    where = f"line {error.get('line')}"
+    if error.get("field"):
+        where += f", field {error['field']}"
+    return f"{where}: {error.get('reason')}"

@@ -1,0 +1,209 @@
+"""The server in-process: auth, uploads, selects, deletes, SQL, datasets, errors and tenancy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from apitools import Api  # type: ignore[import-not-found]
+
+from lake.keys import ApiKeys
+
+SAMPLE = Path(__file__).parents[1] / "data" / "sample.ndjson"
+VAL = [
+    {"left": "tags.name", "op": "=", "right": "split"},
+    {"left": "tags.value", "op": "=", "right": "val"},
+]
+
+
+def upload_sample(api: Api, *, key: str | None = None) -> dict[str, Any]:
+    data = SAMPLE.read_bytes().replace(b"\n", b"\r")  # the reference client joins with \r
+    response = api.client.post(
+        "/api/ingestion/upload",
+        files={"file": ("records.ndjson", data)},
+        headers=api.headers(key),
+    )
+    assert response.status_code == 200, response.text
+    started = api.post("/api/ingestion/ingest", {"urls": [response.json()["url"]]}, key=key)
+    assert started["status"] == "RUNNING" and started["id"]
+    return api.wait(started["id"], key=key)
+
+
+def test_every_route_needs_a_valid_key(api: Api) -> None:
+    for method, path in [
+        ("post", "/api/datapoints/select"),
+        ("post", "/api/sql"),
+        ("get", "/api/dataset"),
+        ("get", "/api/ingestion/executions"),
+        ("post", "/api/ingestion/ingest"),
+    ]:
+        for headers in ({}, {"x-api-key": "shoal_nope"}):
+            response = getattr(api.client, method)(path, headers=headers)
+            assert response.status_code == 401, (path, response.text)
+            assert response.json() == {
+                "error": {"message": "Unauthorized: a valid x-api-key is required"}
+            }
+    assert api.client.get("/health").json()["status"] == "ok"  # the only open route
+
+
+def test_revoked_keys_stop_working(api: Api) -> None:
+    keys = ApiKeys(api.lake)
+    record, key = keys.create("acme", name="temporary")
+    assert api.client.get("/api/dataset", headers={"x-api-key": key}).status_code == 200
+    keys.revoke(record.id)
+    services = api.client.app.state.services  # type: ignore[attr-defined]
+    services.keys._cached_at = float("-inf")  # skip the cache delay
+    assert api.client.get("/api/dataset", headers={"x-api-key": key}).status_code == 401
+
+
+def test_upload_file_then_ingest(api: Api) -> None:
+    execution = upload_sample(api)
+    assert execution["status"] == "SUCCEEDED"
+    assert execution["output"]["datapoints_created"] == 22 and execution["output"]["logs"] == []
+    assert execution["startDate"].endswith("Z") and execution["durationMs"] >= 0
+    listed = api.get("/api/ingestion/executions")
+    assert [e["id"] for e in listed] == [execution["id"]]
+
+
+def test_bad_records_are_listed_and_the_rest_lands(api: Api) -> None:
+    execution = api.ingest([{"type": "IMAGE"}, {"type": "NOPE"}, {"id": "not-a-uuid"}])
+    assert execution["status"] == "SUCCEEDED"
+    assert execution["output"]["datapoints_created"] == 1
+    assert [log.split(",")[0] for log in execution["output"]["logs"]] == ["line 2", "line 3"]
+
+
+def test_selects_deletes_and_sql(api: Api) -> None:
+    upload_sample(api)
+    rows = api.post(
+        "/api/datapoints/select",
+        {"selectColumns": ["id", "metadata.uri", "tags.*"], "filters": VAL, "limit": 3},
+    )
+    assert len(rows) == 3 and set(rows[0]) == {"id", "uri", "tags"}
+    assert rows[0]["uri"].startswith("s3://") and rows[0]["tags"][0]["organization_id"] == "acme"
+    everything = api.post("/api/datapoints/select", {"selectColumns": ["*"]})
+    assert len(everything) == 22 and isinstance(everything[0]["metadata"], dict)
+    predictions = api.post(
+        "/api/predictions/select",
+        {
+            "selectColumns": ["*", "feature_vectors.*"],
+            "filters": [{"left": "confidence", "op": "is not", "right": None}],
+            "orderBy": "confidence",
+            "desc": True,
+            "limit": 1,
+        },
+    )
+    assert predictions[0]["feature_vectors"] and isinstance(predictions[0]["metrics"], dict)
+    assert len(api.post("/api/groundtruths/select", {})) == 21
+    assert len(api.post("/api/bboxes/select", {})) == 1  # the sample's one detection box
+    with_tags = api.post("/api/datapoints/select", {"selectColumns": ["id", "tags.*"]})
+    tags = sum(len(r["tags"]) for r in with_tags)
+    counted = api.post("/api/sql", {"query": "SELECT count(*) AS n FROM tags"})
+    assert counted == [{"n": tags}] and tags > 22
+    deleted = api.post(
+        "/api/datapoints/delete",
+        {"filters": VAL, "orderBy": None, "desc": None, "limit": None, "offset": 0},
+    )
+    assert len(deleted) == 5 and isinstance(deleted[0]["metadata"], dict)
+    assert len(api.post("/api/datapoints/select", {"selectColumns": ["id"]})) == 17
+    gone = sum(len(r["tags"]) for r in with_tags if r["id"] in {d["id"] for d in deleted})
+    assert api.post("/api/sql", {"query": "SELECT count(*) AS n FROM tags"}) == [{"n": tags - gone}]
+
+
+def test_errors_are_json_with_precise_messages(api: Api) -> None:
+    def error(method: str, path: str, body: Any = None) -> tuple[int, str]:
+        response = getattr(api.client, method)(
+            path, headers=api.headers(), **({"json": body} if body is not None else {})
+        )
+        return response.status_code, response.json()["error"]["message"]
+
+    status, message = error(
+        "post", "/api/datapoints/select", {"filters": [{"left": "nope", "op": "=", "right": 1}]}
+    )
+    assert status == 400 and "unknown column 'nope'" in message
+    status, message = error("post", "/api/datapoints/select", {"filters": "x"})
+    assert status == 400 and message.startswith("invalid request: filters")
+    status, message = error("post", "/api/sql", {"query": "DROP TABLE datapoints"})
+    assert status == 400 and "only SELECT" in message
+    status, message = error("get", "/api/ingestion/executions/01a2019a-be43-7000-8000-000000000000")
+    assert status == 404 and "not found" in message
+    status, message = error("post", "/api/ingestion/ingest", {"url": "http://169.254.169.254/x"})
+    assert status == 400 and "external URLs" in message
+    status, message = error("post", "/api/ingestion/ingest", {})
+    assert status == 400 and "nothing to ingest" in message
+    status, message = error("post", "/api/tags/select", {})
+    assert status in (400, 404)
+    response = api.client.post(
+        "/api/ingestion/ingest",
+        content=b"{}",
+        headers={**api.headers(), "content-type": "application/json", "content-length": str(2**40)},
+    )
+    assert response.status_code == 413 and "over the limit" in response.json()["error"]["message"]
+
+
+def test_datasets_over_http(api: Api) -> None:
+    upload_sample(api)
+    ids = [r["id"] for r in api.post("/api/datapoints/select", {"selectColumns": ["id"]})]
+    dataset = api.post("/api/dataset", {"displayName": "dogs"})
+    assert set(dataset) == {"uuid", "organization_id", "created_at", "created_by", "display_name"}
+    uuid = dataset["uuid"]
+    assert api.get(f"/api/dataset/{uuid}")["display_name"] == "dogs"
+    assert api.get("/api/dataset/01a2019a-be43-7000-8000-000000000000") == {}
+    assert [d["uuid"] for d in api.get("/api/dataset")] == [uuid]
+    api.post(f"/api/dataset/{uuid}/add", {"datapointIds": ids[:5]})
+    first = api.post(f"/api/dataset/{uuid}/commit", {"message": "five"})
+    assert first["committed"] and first["message"] == "five" and first["dataset_uuid"] == uuid
+    api.post(f"/api/dataset/{uuid}/remove", {"datapointIds": ids[:2]})
+    assert len(api.get(f"/api/dataset/{uuid}/datapoints")) == 3
+    history = api.get(f"/api/dataset/{uuid}/versions")
+    assert [v["committed"] for v in history] == [False, True]
+    assert api.post(f"/api/dataset/{uuid}/checkout/{first['uuid']}") == first["uuid"]
+    assert len(api.get(f"/api/dataset/{uuid}/datapoints")) == 5
+    second = api.post(f"/api/dataset/{uuid}/commit", {"message": "again"})
+    diff = api.get(f"/api/dataset/diff/{first['uuid']}/{second['uuid']}")
+    assert diff["added"] == [] and diff["removed"] == [] and diff["dataset1"] == uuid
+    frozen = api.get(f"/api/dataset/version/{first['uuid']}/datapoints?frozen=true")
+    assert sorted(r["id"] for r in frozen) == sorted(ids[:5])
+    response = api.client.post(
+        f"/api/dataset/{uuid}/add", json={"datapointIds": ["nope"]}, headers=api.headers()
+    )
+    assert response.status_code == 400 and "UUIDs" in response.json()["error"]["message"]
+    api.client.delete(f"/api/dataset/{uuid}", headers=api.headers())
+    assert api.get("/api/dataset") == []
+
+
+def test_a_second_organization_sees_and_changes_nothing(api: Api) -> None:
+    execution = upload_sample(api)
+    other = api.other_key
+    assert api.post("/api/datapoints/select", {}, key=other) == []
+    assert api.post("/api/sql", {"query": "SELECT count(*) AS n FROM datapoints"}, key=other) == [
+        {"n": 0}
+    ]
+    assert api.post("/api/datapoints/delete", {"filters": []}, key=other) == []
+    assert api.get("/api/ingestion/executions", key=other) == []
+    response = api.client.get(
+        f"/api/ingestion/executions/{execution['id']}", headers=api.headers(other)
+    )
+    assert response.status_code == 404
+    mine = api.post("/api/dataset", {"displayName": "mine"})
+    assert api.get("/api/dataset", key=other) == []
+    assert api.get(f"/api/dataset/{mine['uuid']}", key=other) == {}
+    ids = [r["id"] for r in api.post("/api/datapoints/select", {"selectColumns": ["id"]})]
+    theirs = api.post("/api/dataset", {"displayName": "theirs"}, key=other)
+    response = api.client.post(
+        f"/api/dataset/{theirs['uuid']}/add", json={"datapointIds": ids}, headers=api.headers(other)
+    )
+    assert response.status_code == 404  # acme's datapoints do not exist for other
+    # landed files are per organization too
+    token = api.client.post(
+        "/api/ingestion/upload",
+        files={"file": ("r.ndjson", b'{"type":"TEXT","text":"x"}')},
+        headers=api.headers(),
+    ).json()["url"]
+    response = api.client.post(
+        "/api/ingestion/ingest", json={"url": token}, headers=api.headers(other)
+    )
+    assert (
+        response.status_code == 400
+        and "nothing was uploaded" in response.json()["error"]["message"]
+    )
+    assert len(api.post("/api/datapoints/select", {"selectColumns": ["id"]})) == 22
