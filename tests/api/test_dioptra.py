@@ -1,0 +1,199 @@
+"""The published ``dioptra`` 1.0.29 client, unchanged, against a Shoal server on a real socket."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from api.app import create_app
+from api.settings import Settings
+from lake import Lake
+from lake.keys import ApiKeys
+
+CLS = "CLASSIFICATION"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    lake = Lake(str(tmp_path_factory.mktemp("dioptra-lake")))
+    _, key = ApiKeys(lake).create("acme")
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(Settings(lake=lake.uri), lake=lake),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    yield {"url": url, "key": key}
+    running.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def dioptra(server: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The client's modules, configured for the server (some read the endpoint at import)."""
+    monkeypatch.setenv("DIOPTRA_API_KEY", server["key"])
+    monkeypatch.setenv("DIOPTRA_APP_ENDPOINT", server["url"])
+    monkeypatch.setenv("DIOPTRA_API_ENDPOINT", server["url"] + "/events")
+    utils = importlib.import_module("dioptra.lake.utils")
+    datasets = importlib.import_module("dioptra.lake.datasets")
+    datasets = importlib.reload(datasets)  # DIOPTRA_APP_ENDPOINT is read at import time
+    assert os.environ["DIOPTRA_APP_ENDPOINT"] == datasets.DIOPTRA_APP_ENDPOINT
+    return utils, datasets
+
+
+def records(prefix: str, n: int, *, nan: bool = True) -> list[dict[str, Any]]:
+    """Records as a client builds them; ``nan``: with a NaN (json.dumps writes a bare NaN)."""
+    return [
+        {
+            "metadata": {"uri": f"s3://b/{prefix}/{i}.jpg"},
+            "type": "IMAGE",
+            "tags": {"split": "val" if i % 2 else "train", "batch": prefix},
+            "groundtruths": [{"task_type": CLS, "class_name": "cat" if i % 2 else "dog"}],
+            "predictions": [
+                {
+                    "task_type": CLS,
+                    "model_name": "m",
+                    "class_names": ["cat", "dog"],
+                    "logits": [float(i % 3), 0.5],
+                    "embeddings": {"avgpool": [0.5, float("nan") if nan else 1.0]},
+                }
+            ],
+        }
+        for i in range(n)
+    ]
+
+
+def in_batch(prefix: str) -> list[dict[str, Any]]:
+    return [
+        {"left": "tags.name", "op": "=", "right": "batch"},
+        {"left": "tags.value", "op": "=", "right": prefix},
+    ]
+
+
+def test_upload_wait_and_select(dioptra: Any) -> None:
+    utils, _ = dioptra
+    started = utils.upload_to_lake(records("up", 10))
+    assert started["status"] == "RUNNING"
+    done = utils.wait_for_upload(started)
+    assert done["status"] == "SUCCEEDED" and done["output"]["datapoints_created"] == 10
+    frame = utils.select_datapoints(filters=in_batch("up"), fields=["id", "metadata.uri", "tags.*"])
+    assert len(frame) == 10 and set(frame.columns) == {"id", "uri", "tags"}
+    limited = utils.select_datapoints(
+        filters=in_batch("up"), limit=3, order_by="metadata.uri", desc=True
+    )
+    assert list(limited["metadata"].map(lambda m: m["uri"])) == [
+        "s3://b/up/9.jpg",
+        "s3://b/up/8.jpg",
+        "s3://b/up/7.jpg",
+    ]
+    ids = list(frame["id"])
+    predictions = utils.select_predictions(
+        filters=[{"left": "datapoint", "op": "in", "right": ids}],
+        fields=["*", "feature_vectors.*"],
+    )
+    assert len(predictions) == 10 and all(len(v) == 2 for v in predictions["feature_vectors"])
+    groundtruths = utils.select_groundtruths(
+        filters=[{"left": "class_name", "op": "=", "right": "cat"}]
+    )
+    assert len(groundtruths) == 5
+    assert len(utils.select_bboxes(filters=[])) == 0
+
+
+def test_disable_batching_and_stream_to_lake(dioptra: Any) -> None:
+    utils, _ = dioptra
+    utils.wait_for_upload(utils.upload_to_lake(records("single", 3), disable_batching=True))
+    # stream_to_lake sends host: api.dioptra.ai; requests refuses NaN in its JSON bodies
+    response = utils.stream_to_lake(records("stream", 4, nan=False))
+    assert "errorMessage" not in response
+    utils.wait_for_upload(response["id"])
+    assert len(utils.select_datapoints(filters=in_batch("single"))) == 3
+    assert len(utils.select_datapoints(filters=in_batch("stream"))) == 4
+
+
+def test_errors_reach_the_client_as_messages(dioptra: Any) -> None:
+    utils, _ = dioptra
+    with pytest.raises(Exception, match="Api Error: filters\\[0\\]: unknown column 'nope'"):
+        utils.select_datapoints(filters=[{"left": "nope", "op": "=", "right": 1}])
+    with pytest.raises(Exception, match="Api Error: filters\\[0\\]: unknown operator"):
+        utils.select_datapoints(filters=[{"left": "id", "op": "~", "right": 1}])
+
+
+def test_deletes(dioptra: Any) -> None:
+    utils, _ = dioptra
+    utils.wait_for_upload(utils.upload_to_lake(records("del", 6)))
+    ids = list(utils.select_datapoints(filters=in_batch("del"), fields=["id"])["id"])
+    gone = utils.delete_predictions(filters=[{"left": "datapoint", "op": "=", "right": ids[0]}])
+    assert len(gone) == 1 and gone[0]["datapoint"] == ids[0]
+    gone = utils.delete_groundtruths(filters=[{"left": "datapoint", "op": "=", "right": ids[1]}])
+    assert len(gone) == 1
+    gone = utils.delete_datapoints(filters=[{"left": "id", "op": "in", "right": ids[2:4]}])
+    assert sorted(d["id"] for d in gone) == sorted(ids[2:4])
+    assert len(utils.select_datapoints(filters=in_batch("del"))) == 4
+
+
+def test_datasets(dioptra: Any) -> None:
+    utils, datasets = dioptra
+    utils.wait_for_upload(utils.upload_to_lake(records("ds", 5)))
+    ids = list(utils.select_datapoints(filters=in_batch("ds"), fields=["id"])["id"])
+    dataset = datasets.Dataset()
+    dataset.create("compat")
+    assert dataset.dataset_id
+    dataset.add_datapoints(ids)
+    commit = dataset.commit("all five")
+    dataset.remove_datapoints(ids[:2])
+    assert len(dataset.download_datapoints()) == 3
+    history = dataset.history()
+    assert [v["committed"] for v in history] == [False, True]
+    dataset.checkout(commit)
+    assert len(dataset.download_datapoints()) == 5
+    names = [d.dataset_name for d in datasets.list_datasets()]
+    assert "compat" in names
+    again = datasets.Dataset()
+    again.get_from_name("compat")
+    assert again.dataset_id == dataset.dataset_id
+    again.get_from_uuid(dataset.dataset_id)
+    missing = datasets.Dataset()
+    with pytest.raises(ValueError):
+        missing.get_from_uuid("01a2019a-be43-7000-8000-000000000000")
+    dataset.delete()
+    assert "compat" not in [d.dataset_name for d in datasets.list_datasets()]
+
+
+def test_wrong_key(dioptra: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    utils, _ = dioptra
+    monkeypatch.setenv("DIOPTRA_API_KEY", "shoal_wrong")
+    with pytest.raises(Exception, match="Api Error: Unauthorized"):
+        utils.select_datapoints(filters=[])
+
+
+def test_client_sample_file(dioptra: Any) -> None:
+    utils, _ = dioptra
+    sample = Path(__file__).parents[1] / "data" / "sample.ndjson"
+    import json
+
+    lines = [json.loads(line) for line in sample.read_text().splitlines()]
+    assert utils.wait_for_upload(utils.upload_to_lake(lines))["status"] == "SUCCEEDED"
