@@ -1,3 +1,61 @@
-"""Shoal's Python client. It talks HTTP to a Shoal server and imports neither lake nor api."""
+"""Shoal's Python client. It talks HTTP to a Shoal server and imports neither lake nor api.
 
-__all__: list[str] = []
+Configure it with arguments or the environment (``SHOAL_ENDPOINT`` / ``SHOAL_API_KEY``, or the
+``DIOPTRA_APP_ENDPOINT`` / ``DIOPTRA_API_KEY`` names)::
+
+    from sdk import upload_to_lake, select_datapoints, Dataset
+
+    upload = upload_to_lake(records, wait=True)
+    frame = select_datapoints([{"left": "tags.split", "op": "=", "right": "val"}])
+"""
+
+from sdk._client import Client
+from sdk._datasets import Dataset, list_datasets
+from sdk._errors import (
+    APIError,
+    BadRequest,
+    ConfigError,
+    ConnectionFailed,
+    NotFound,
+    ServerError,
+    ShoalError,
+    Unauthorized,
+    UploadFailed,
+)
+from sdk._query import (
+    delete_datapoints,
+    delete_groundtruths,
+    delete_predictions,
+    select_bboxes,
+    select_datapoints,
+    select_groundtruths,
+    select_predictions,
+    sql,
+)
+from sdk._uploads import Upload, upload_to_lake, wait_for_upload
+
+__all__ = [
+    "APIError",
+    "BadRequest",
+    "Client",
+    "ConfigError",
+    "ConnectionFailed",
+    "Dataset",
+    "NotFound",
+    "ServerError",
+    "ShoalError",
+    "Unauthorized",
+    "Upload",
+    "UploadFailed",
+    "delete_datapoints",
+    "delete_groundtruths",
+    "delete_predictions",
+    "list_datasets",
+    "select_bboxes",
+    "select_datapoints",
+    "select_groundtruths",
+    "select_predictions",
+    "sql",
+    "upload_to_lake",
+    "wait_for_upload",
+]

@@ -1,0 +1,147 @@
+"""Uploads: send records or an NDJSON file, get a handle, wait for the job to end."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from sdk._client import Client
+from sdk._errors import UploadFailed
+
+FINISHED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+
+
+@dataclass
+class Upload:
+    """A handle on an upload job: ``status()``, ``wait(timeout)``, ``execution``."""
+
+    id: str
+    client: Client
+    execution: dict[str, Any] | None = None
+
+    def status(self) -> str:
+        self.execution = self.client.request("GET", f"/api/ingestion/executions/{self.id}")
+        return str(self.execution["status"])
+
+    def wait(self, timeout: float | None = None, *, poll: float = 0.2) -> dict[str, Any]:
+        """Wait for the job to end; return its execution (counts, logs of bad records).
+
+        Raises :class:`UploadFailed` when it ended FAILED, TIMED_OUT or ABORTED, and
+        ``TimeoutError`` after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = poll
+        while True:
+            status = self.status()
+            if status in FINISHED:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"upload {self.id} still {status} after {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 5.0)
+        assert self.execution is not None
+        if status != "SUCCEEDED":
+            raise UploadFailed(self.id, status, self.execution.get("errorMessage") or status)
+        return self.execution
+
+
+def upload_to_lake(
+    source: Iterable[dict[str, Any]] | str | os.PathLike[str],
+    *,
+    wait: bool = False,
+    timeout: float | None = None,
+    client: Client | None = None,
+    progress: bool = True,
+) -> Upload:
+    """Upload records (an iterable of dicts) or an NDJSON file (plain, gzip or bz2).
+
+    The data is streamed to the server with a progress bar, then ingested by a background job;
+    the returned :class:`Upload` follows it (``wait=True`` waits here).
+    """
+    client = client or Client()
+    with (
+        _as_file(source) as (handle, name, size),
+        tqdm(
+            total=size, unit="B", unit_scale=True, desc=f"uploading {name}", disable=not progress
+        ) as bar,
+    ):
+        landed = client.request(
+            "POST",
+            "/api/ingestion/upload",
+            files={"file": (name, _Counting(handle, bar.update))},
+        )
+    started = client.request("POST", "/api/ingestion/ingest", json={"urls": [landed["url"]]})
+    upload = Upload(started["id"], client)
+    if wait:
+        upload.wait(timeout)
+    return upload
+
+
+def wait_for_upload(
+    upload: Upload | dict[str, Any] | str,
+    timeout: float | None = None,
+    *,
+    client: Client | None = None,
+) -> dict[str, Any]:
+    """Wait for an upload (a handle, a dict with ``id``, or an id) to end; return its execution."""
+    if isinstance(upload, Upload):
+        return upload.wait(timeout)
+    upload_id = upload["id"] if isinstance(upload, dict) else upload
+    return Upload(str(upload_id), client or Client()).wait(timeout)
+
+
+@contextlib.contextmanager
+def _as_file(
+    source: Iterable[dict[str, Any]] | str | os.PathLike[str],
+) -> Iterator[tuple[IO[bytes], str, int]]:
+    """The source as a readable binary file, with a name and a size."""
+    if isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        with open(path, "rb") as handle:
+            yield handle, os.path.basename(path), os.path.getsize(path)
+        return
+    with tempfile.SpooledTemporaryFile(max_size=64 * 2**20) as spool:
+        for record in source:
+            spool.write(json.dumps(record, default=_plain).encode() + b"\n")
+        size = spool.tell()
+        spool.seek(0)
+        yield spool, "records.ndjson", size
+
+
+def _plain(value: Any) -> Any:
+    """numpy values in records become plain JSON values."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"cannot send a {type(value).__name__} in a record")
+
+
+class _Counting(io.RawIOBase):
+    """Reads through to ``inner`` and reports the bytes read (for the progress bar)."""
+
+    def __init__(self, inner: IO[bytes], report: Any) -> None:
+        self.inner = inner
+        self.report = report
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(len(buffer))
+        buffer[: len(data)] = data
+        self.report(len(data))
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.inner.seek(offset, whence)

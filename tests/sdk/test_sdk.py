@@ -1,0 +1,135 @@
+"""The SDK against the server in-process (FastAPI's TestClient as its HTTP client)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from apitools import Api  # type: ignore[import-not-found]
+
+import sdk
+
+SAMPLE = Path(__file__).parents[1] / "data" / "sample.ndjson"
+VAL = [
+    {"left": "tags.name", "op": "=", "right": "split"},
+    {"left": "tags.value", "op": "=", "right": "val"},
+]
+
+
+@pytest.fixture
+def client(api: Api) -> sdk.Client:
+    return sdk.Client(api_key=api.key, http=api.client)
+
+
+def test_upload_a_file_and_records(client: sdk.Client) -> None:
+    upload = sdk.upload_to_lake(SAMPLE, client=client, progress=False)
+    assert upload.wait(timeout=60)["output"]["datapoints_created"] == 22
+    assert upload.status() == "SUCCEEDED"
+    records = [{"type": "TEXT", "text": f"t{i}", "tags": {"n": str(i)}} for i in range(5)]
+    execution = sdk.wait_for_upload(
+        sdk.upload_to_lake(records, client=client, progress=False), client=client
+    )
+    assert execution["output"]["datapoints_created"] == 5
+    frame = sdk.select_datapoints(
+        [{"left": "text", "op": "like", "right": "t_"}], columns=["id", "text"], client=client
+    )
+    assert isinstance(frame, pl.DataFrame) and sorted(frame["text"]) == [f"t{i}" for i in range(5)]
+
+
+def test_selects_deletes_sql(client: sdk.Client) -> None:
+    sdk.upload_to_lake(SAMPLE, client=client, wait=True, progress=False)
+    val = sdk.select_datapoints(
+        VAL, columns=["id", "metadata.uri"], order_by="metadata.uri", client=client
+    )
+    assert val.columns == ["id", "uri"] and val["uri"].to_list() == sorted(val["uri"].to_list())
+    pandas = sdk.select_datapoints(VAL, limit=2, as_pandas=True, client=client)
+    assert len(pandas) == 2 and "metadata" in pandas.columns
+    top = sdk.select_predictions(
+        [{"left": "confidence", "op": "is not", "right": None}],
+        order_by="confidence",
+        desc=True,
+        limit=1,
+        client=client,
+    )
+    assert (
+        top["confidence"][0]
+        == sdk.sql("SELECT max(confidence) AS m FROM predictions", client=client)["m"][0]
+    )
+    assert len(sdk.select_groundtruths(client=client)) == 21
+    assert len(sdk.select_bboxes(client=client)) == 1
+    deleted = sdk.delete_datapoints(VAL, client=client)
+    assert sorted(d["id"] for d in deleted) == sorted(val["id"].to_list())
+    assert len(sdk.select_datapoints(VAL, client=client)) == 0
+    sdk.delete_predictions([], client=client)
+    sdk.delete_groundtruths([], client=client)
+    assert sdk.sql("SELECT count(*) AS n FROM predictions", client=client)["n"][0] == 0
+
+
+def test_datasets(client: sdk.Client) -> None:
+    sdk.upload_to_lake(SAMPLE, client=client, wait=True, progress=False)
+    ids = sdk.select_datapoints(columns=["id"], client=client)["id"].to_list()
+    dataset = sdk.Dataset.create("dogs", client=client)
+    assert dataset.add(ids[:4]) == 4
+    first = dataset.commit("four")
+    assert dataset.remove(ids[:1]) == 1
+    second = dataset.commit("three")
+    assert dataset.diff(first, second)["removed"] == [ids[0]]
+    assert [v["committed"] for v in dataset.history()] == [False, True, True]
+    assert len(dataset.read_version(first, frozen=True)) == 4
+    assert dataset.checkout(first) == first
+    assert len(dataset.download_datapoints()) == 4
+    assert sdk.Dataset.get_by_name("dogs", client=client).id == dataset.id
+    assert sdk.Dataset.get_or_create("cats", client=client).name == "cats"
+    assert {d.name for d in sdk.list_datasets(client=client)} == {"dogs", "cats"}
+    dataset.delete()
+    with pytest.raises(sdk.NotFound):
+        sdk.Dataset.get(dataset.id, client=client)
+
+
+def test_errors_are_typed(api: Api, client: sdk.Client) -> None:
+    with pytest.raises(sdk.BadRequest, match="unknown column 'nope'"):
+        sdk.select_datapoints([{"left": "nope", "op": "=", "right": 1}], client=client)
+    with pytest.raises(sdk.Unauthorized):
+        sdk.select_datapoints(client=sdk.Client(api_key="shoal_wrong", http=api.client))
+    with pytest.raises(sdk.NotFound):
+        sdk.wait_for_upload("01a2019a-be43-7000-8000-000000000000", client=client)
+    bad = [{"type": "IMAGE", "metadata": {"x": 1}}, {"type": "NOPE"}]
+    execution = sdk.upload_to_lake(bad, client=client, wait=False, progress=False).wait(60)
+    assert execution["output"]["failures"] == 1 and "line 2" in execution["output"]["logs"][0]
+
+
+def test_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(sdk.ConfigError, match="API key"):
+        sdk.Client()
+    monkeypatch.setenv("DIOPTRA_API_KEY", "k")
+    with pytest.raises(sdk.ConfigError, match="endpoint"):
+        sdk.Client()
+    monkeypatch.setenv("DIOPTRA_APP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("SHOAL_API_KEY", "s")
+    client = sdk.Client(retries=1, backoff=0.01)
+    assert client.api_key == "s"
+    with pytest.raises(sdk.ConnectionFailed):
+        client.request("GET", "/api/dataset")
+
+
+def test_transient_errors_are_retried() -> None:
+    import httpx2
+
+    calls: list[Any] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        calls.append(request)
+        if len(calls) < 3:
+            return httpx2.Response(503, json={"error": {"message": "storage is down"}})
+        return httpx2.Response(200, json=[{"uuid": "u", "display_name": "d"}])
+
+    http = httpx2.Client(base_url="http://shoal", transport=httpx2.MockTransport(handler))
+    client = sdk.Client(api_key="k", http=http, backoff=0.01)
+    assert [d.name for d in sdk.list_datasets(client=client)] == ["d"]
+    assert len(calls) == 3 and calls[0].headers["x-api-key"] == "k"
+    calls.clear()
+    failing = sdk.Client(api_key="k", http=http, retries=1, backoff=0.01)
+    with pytest.raises(sdk.ServerError, match="storage is down"):
+        failing.request("GET", "/api/dataset")
