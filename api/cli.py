@@ -11,6 +11,12 @@ Embedded-lake commands (they open the lake directly, no server needed)::
     shoal datasets list|create|add|remove|commit|history|checkout|diff|export|delete ...
     shoal maintain [--lake URI] [--retention-hours H]   compact, checkpoint, vacuum
     shoal serve [--lake URI] [--host H] [--port P]      the HTTP server (also python -m api)
+
+Against a server (``--endpoint URL --api-key KEY``, or ``SHOAL_ENDPOINT`` / ``SHOAL_API_KEY``)::
+
+    shoal upload FILE... [--wait]      send NDJSON files; print the upload ids (or the results)
+    shoal status UPLOAD_ID             an upload's status and counts
+    shoal select|sql|datasets ... --endpoint URL   the same commands, through the server
     shoal keys create --org ORG [--name N] | list [--org ORG] | revoke KEY_ID
 
 ``--lake`` defaults to ``$SHOAL_LAKE``, then ``./shoal-data``. S3 lakes (``s3://bucket/prefix``)
@@ -81,6 +87,10 @@ def _filters(text: str) -> Any:
 
 
 def cmd_select(args: argparse.Namespace) -> int:
+    if args.endpoint:
+        from api import remote
+
+        return remote.select(args, _filters(args.filters))
     from lake.query import select, write
 
     rows = select(
@@ -100,6 +110,10 @@ def cmd_select(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
+    if args.endpoint:
+        from api import remote
+
+        return remote.sql(args)
     from lake.query import sql, write
 
     write(
@@ -169,6 +183,11 @@ def _datapoint_ids(args: argparse.Namespace) -> Any:
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    if args.endpoint:
+        from api import remote
+
+        filters = getattr(args, "filters", None)
+        return remote.datasets(args, None if filters is None else _filters(filters))
     datasets = _datasets(args)
     action = args.action
     if action == "list":
@@ -280,6 +299,34 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def remote_options(sub: argparse.ArgumentParser, *, required: bool = False) -> None:
+    sub.add_argument(
+        "--endpoint",
+        default=os.environ.get("SHOAL_ENDPOINT") if required else None,
+        help="a Shoal server URL: run against it instead of an embedded lake"
+        + (" (default $SHOAL_ENDPOINT)" if required else ""),
+    )
+    sub.add_argument(
+        "--api-key", default=None, help="the server's API key (default $SHOAL_API_KEY)"
+    )
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from api import remote
+
+    if not args.endpoint:
+        raise LakeError("no server: give --endpoint or set SHOAL_ENDPOINT (or use shoal ingest)")
+    return remote.upload(args)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from api import remote
+
+    if not args.endpoint:
+        raise LakeError("no server: give --endpoint or set SHOAL_ENDPOINT")
+    return remote.status(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoal", description="Shoal, the ML data lake.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -333,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--columns", nargs="+", default=["*"], help="columns: *, names, JSON paths, t.* (default *)"
     )
     select.add_argument("--format", choices=FORMATS, default="ndjson", help="output format")
+    remote_options(select)
     select.set_defaults(func=cmd_select)
 
     sql = commands.add_parser("sql", help="run one read-only SQL statement")
@@ -340,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("statement", help="a single SELECT statement")
     sql.add_argument("--org", default=None, help="only this organization's rows")
     sql.add_argument("--format", choices=FORMATS, default="ndjson", help="output format")
+    remote_options(sql)
     sql.set_defaults(func=cmd_sql)
 
     delete = commands.add_parser("delete", help="delete rows by filter (with cascades)")
@@ -360,6 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep files removed less than this long ago, for running readers (default 24)",
     )
     maintain.set_defaults(func=cmd_maintain)
+
+    upload = commands.add_parser("upload", help="send NDJSON files to a server")
+    upload.add_argument("files", nargs="+", metavar="FILE", help="NDJSON files (plain, gzip, bz2)")
+    upload.add_argument("--wait", action="store_true", help="wait for each upload to end")
+    upload.add_argument("--timeout", type=float, default=None, help="seconds to wait at most")
+    upload.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    remote_options(upload, required=True)
+    upload.set_defaults(func=cmd_upload)
+
+    status = commands.add_parser("status", help="an upload's status on a server")
+    status.add_argument("upload_id")
+    remote_options(status, required=True)
+    status.set_defaults(func=cmd_status)
 
     serve = commands.add_parser("serve", help="run the HTTP server on a lake")
     lake_option(serve)
@@ -390,6 +452,7 @@ def _dataset_commands(commands: Any, lake_option: Any) -> None:
         sub: argparse.ArgumentParser = actions.add_parser(name, help=text)
         lake_option(sub)
         sub.add_argument("--org", default=None, help="the organization (default: all / default)")
+        remote_options(sub)
         sub.set_defaults(func=cmd_datasets)
         return sub
 
@@ -428,9 +491,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not os.path.isfile(path):
             print(f"shoal: error: no such file: {path}", file=sys.stderr)
             return 2
+    from sdk import ShoalError
+
     try:
         return int(args.func(args))
-    except LakeError as exc:
+    except (LakeError, ShoalError) as exc:
         print(f"shoal: error: {exc}", file=sys.stderr)
         return 1
 

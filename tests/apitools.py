@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -56,3 +60,24 @@ def make_api(lake: Lake, **settings: Any) -> Iterator[Api]:
     app = create_app(Settings(lake=lake.uri, **settings), lake=lake)
     with TestClient(app) as client:
         yield Api(client, lake, key, other)
+
+
+@contextlib.contextmanager
+def live_server(lake: Lake, **settings: Any) -> Iterator[str]:
+    """A real server (uvicorn in a thread, on a free loopback port); yields its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    app = create_app(Settings(lake=lake.uri, **settings), lake=lake)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

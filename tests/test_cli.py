@@ -155,3 +155,42 @@ def test_dataset_commands(tmp_path, capsysbinary) -> None:  # type: ignore[no-un
     assert {r["table"] for r in reports} >= {"datapoints", "dataset_members"}
     assert main(["datasets", "add", "--lake", lake, "dogs", "not-an-id"]) == 1
     assert b"must be UUIDs" in capsysbinary.readouterr().err
+
+
+def test_client_side_commands(tmp_path, capsysbinary) -> None:  # type: ignore[no-untyped-def]
+    from apitools import live_server  # type: ignore[import-not-found]
+
+    from lake import Lake
+    from lake.keys import ApiKeys
+
+    lake = Lake(str(tmp_path / "lake"))
+    _, key = ApiKeys(lake).create("acme")
+    sample = str(Path(__file__).parent / "data" / "sample.ndjson")
+    with live_server(lake) as url:
+        remote = ["--endpoint", url, "--api-key", key]
+        assert main(["upload", sample, "--wait", "-q", *remote]) == 0
+        done = json.loads(capsysbinary.readouterr().out)
+        assert done["status"] == "SUCCEEDED" and done["output"]["datapoints_created"] == 22
+        assert main(["status", done["id"], *remote]) == 0
+        assert json.loads(capsysbinary.readouterr().out)["status"] == "SUCCEEDED"
+        filters = json.dumps([{"left": "tags.value", "op": "=", "right": "val"}])
+        assert (
+            main(["select", "--filters", filters, "--columns", "id", "metadata.uri", *remote]) == 0
+        )
+        rows = [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+        assert rows and set(rows[0]) == {"id", "uri"}
+        assert main(["sql", "SELECT count(*) AS n FROM datapoints", *remote]) == 0
+        assert json.loads(capsysbinary.readouterr().out) == {"n": 22}
+        assert main(["datasets", "create", "remote", *remote]) == 0
+        capsysbinary.readouterr()
+        assert main(["datasets", "add", "remote", "--filters", filters, *remote]) == 0
+        assert json.loads(capsysbinary.readouterr().out)["added"] == len(rows)
+        assert main(["datasets", "commit", "remote", "-m", "val", *remote]) == 0
+        capsysbinary.readouterr()
+        assert main(["datasets", "history", "remote", *remote]) == 0
+        history = [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+        assert [v["committed"] for v in history] == [False, True]
+        assert main(["select", "--filters", "[{", *remote]) == 1
+        assert b"not valid JSON" in capsysbinary.readouterr().err
+        assert main(["sql", "SELECT 1", "--endpoint", url, "--api-key", "shoal_bad"]) == 1
+        assert b"401" in capsysbinary.readouterr().err

@@ -4,52 +4,25 @@ from __future__ import annotations
 
 import importlib
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from apitools import live_server  # type: ignore[import-not-found]
 
-from api.app import create_app
-from api.settings import Settings
 from lake import Lake
 from lake.keys import ApiKeys
 
 CLS = "CLASSIFICATION"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     lake = Lake(str(tmp_path_factory.mktemp("dioptra-lake")))
     _, key = ApiKeys(lake).create("acme")
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(Settings(lake=lake.uri), lake=lake),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not running.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    yield {"url": url, "key": key}
-    running.should_exit = True
-    thread.join(timeout=10)
+    with live_server(lake) as url:
+        yield {"url": url, "key": key}
 
 
 @pytest.fixture
