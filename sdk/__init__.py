@@ -6,7 +6,7 @@ Configure it with arguments or the environment (``SHOAL_ENDPOINT`` / ``SHOAL_API
     from sdk import upload_to_lake, select_datapoints, Dataset
 
     upload = upload_to_lake(records, wait=True)
-    frame = select_datapoints([{"left": "tags.split", "op": "=", "right": "val"}])
+    frame = select_datapoints([{"left": "metadata.width", "op": ">", "right": 100}])
 """
 
 from sdk._client import Client

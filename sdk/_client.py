@@ -101,3 +101,22 @@ def _rewind(kwargs: dict[str, Any]) -> None:
         handle = value[1] if isinstance(value, tuple) else value
         if hasattr(handle, "seek"):
             handle.seek(0)
+
+
+_default: Client | None = None
+_default_config: tuple[str | None, str | None] | None = None
+
+
+def default_client() -> Client:
+    """The client the module-level functions use when given none: built from the environment
+    and reused while ``SHOAL_ENDPOINT`` / ``SHOAL_API_KEY`` (or the DIOPTRA names) stay the same."""
+    global _default, _default_config
+    config = (
+        os.environ.get("SHOAL_ENDPOINT") or os.environ.get("DIOPTRA_APP_ENDPOINT"),
+        os.environ.get("SHOAL_API_KEY") or os.environ.get("DIOPTRA_API_KEY"),
+    )
+    if _default is None or config != _default_config:
+        if _default is not None:
+            _default.close()
+        _default, _default_config = Client(*config), config
+    return _default

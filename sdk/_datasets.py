@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdk._client import Client
+from sdk._client import Client, default_client
 from sdk._errors import NotFound
 from sdk._query import Frame, _frame
 
@@ -24,12 +24,12 @@ class Dataset:
     # -- finding ----------------------------------------------------------------------------
     @classmethod
     def create(cls, name: str, *, client: Client | None = None) -> Dataset:
-        client = client or Client()
+        client = client or default_client()
         return cls(client.request("POST", "/api/dataset", json={"displayName": name}), client)
 
     @classmethod
     def get(cls, dataset_id: str, *, client: Client | None = None) -> Dataset:
-        client = client or Client()
+        client = client or default_client()
         row = client.request("GET", f"/api/dataset/{dataset_id}")
         if not row:
             raise NotFound(404, f"dataset {dataset_id} not found")
@@ -37,7 +37,7 @@ class Dataset:
 
     @classmethod
     def get_by_name(cls, name: str, *, client: Client | None = None) -> Dataset:
-        client = client or Client()
+        client = client or default_client()
         for dataset in list_datasets(client=client):
             if dataset.name == name:
                 return dataset
@@ -105,5 +105,5 @@ class Dataset:
 
 
 def list_datasets(*, client: Client | None = None) -> list[Dataset]:
-    client = client or Client()
+    client = client or default_client()
     return [Dataset(row, client) for row in client.request("GET", "/api/dataset")]

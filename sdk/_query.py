@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import polars as pl
 
-from sdk._client import Client
+from sdk._client import Client, default_client
 
 Frame = Any  # a polars DataFrame, or a pandas one with as_pandas=True
 
@@ -41,7 +41,7 @@ def _select(
         body["limit"] = limit
     if order_by is not None:
         body["orderBy"] = order_by
-    rows = (client or Client()).request("POST", f"/api/{table}/select", json=body)
+    rows = (client or default_client()).request("POST", f"/api/{table}/select", json=body)
     return _frame(rows, as_pandas)
 
 
@@ -152,7 +152,7 @@ def _delete(
     client: Client | None,
 ) -> list[dict[str, Any]]:
     body = {"filters": filters, "orderBy": order_by, "desc": desc, "limit": limit, "offset": offset}
-    rows: list[dict[str, Any]] = (client or Client()).request(
+    rows: list[dict[str, Any]] = (client or default_client()).request(
         "POST", f"/api/{table}/delete", json=body
     )
     return rows
@@ -201,5 +201,5 @@ def delete_groundtruths(
 def sql(query: str, *, as_pandas: bool = False, client: Client | None = None) -> Frame:
     """One read-only SQL statement over the organization's tables."""
     return _frame(
-        (client or Client()).request("POST", "/api/sql", json={"query": query}), as_pandas
+        (client or default_client()).request("POST", "/api/sql", json={"query": query}), as_pandas
     )

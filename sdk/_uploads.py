@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
-from sdk._client import Client
+from sdk._client import Client, default_client
 from sdk._errors import UploadFailed
 
 FINISHED = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
@@ -68,7 +68,7 @@ def upload_to_lake(
     The data is streamed to the server with a progress bar, then ingested by a background job;
     the returned :class:`Upload` follows it (``wait=True`` waits here).
     """
-    client = client or Client()
+    client = client or default_client()
     with (
         _as_file(source) as (handle, name, size),
         tqdm(
@@ -97,7 +97,7 @@ def wait_for_upload(
     if isinstance(upload, Upload):
         return upload.wait(timeout)
     upload_id = upload["id"] if isinstance(upload, dict) else upload
-    return Upload(str(upload_id), client or Client()).wait(timeout)
+    return Upload(str(upload_id), client or default_client()).wait(timeout)
 
 
 @contextlib.contextmanager

@@ -133,3 +133,31 @@ def test_transient_errors_are_retried() -> None:
     failing = sdk.Client(api_key="k", http=http, retries=1, backoff=0.01)
     with pytest.raises(sdk.ServerError, match="storage is down"):
         failing.request("GET", "/api/dataset")
+
+
+def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import shutil
+
+    from apitools import live_server  # type: ignore[import-not-found]
+
+    from lake import Lake
+    from lake.keys import ApiKeys
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Python SDK") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S)
+    assert code is not None
+    lake = Lake(str(tmp_path / "lake"))
+    _, key = ApiKeys(lake).create("acme")
+    shutil.copy(SAMPLE, tmp_path / "records.ndjson")
+    monkeypatch.chdir(tmp_path)
+    with live_server(lake) as url:
+        monkeypatch.setenv("SHOAL_ENDPOINT", url)
+        monkeypatch.setenv("SHOAL_API_KEY", key)
+        scope: dict[str, Any] = {}
+        exec(compile(code.group(1), "README.md", "exec"), scope)
+        assert scope["execution"]["status"] == "SUCCEEDED"
+        assert len(scope["frame"]) == 5 and len(scope["top"]) == 21
+        assert len(scope["dataset"].read_version(scope["commit"], frozen=True)) == 5
+        scope["dataset"].client.close()
