@@ -30,6 +30,7 @@ from lake.errors import (
     RecordError,
     StorageError,
 )
+from lake.groups import GroupCommitter
 from lake.keys import ApiKeys
 
 log = logging.getLogger("shoal.api")
@@ -57,14 +58,17 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         uploads = Uploads(the_lake, max_line=settings.max_line_bytes)
         runner = JobRunner(the_lake, workers=settings.job_workers, uploads=uploads)
         keys = ApiKeys(the_lake, cache_seconds=settings.key_cache_seconds)
-        app.state.services = Services(settings, the_lake, keys, uploads, runner)
+        group = GroupCommitter(uploads, fallback=runner.submit)
+        app.state.services = Services(settings, the_lake, keys, uploads, runner, group)
         runner.start()
+        group.start()
         stop = threading.Event()
         maintenance = _start_maintenance(the_lake, settings, stop)
         try:
             yield
         finally:
             stop.set()
+            group.stop()
             if maintenance is not None:
                 maintenance.join(timeout=5)
             runner.shutdown(wait=False)

@@ -9,6 +9,7 @@ from fastapi import Depends, Header, HTTPException, Request
 
 from api.settings import Settings
 from lake import JobRunner, Lake, Uploads
+from lake.groups import GroupCommitter
 from lake.keys import ApiKeys
 
 
@@ -19,6 +20,7 @@ class Services:
     keys: ApiKeys
     uploads: Uploads
     runner: JobRunner
+    group: GroupCommitter
 
 
 def services(request: Request) -> Services:

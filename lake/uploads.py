@@ -37,6 +37,7 @@ DEFAULT_ORGANIZATION = "default"
 DEFAULT_BATCH_SIZE = 50_000
 MAX_STORED_ERRORS = 1000
 _ABORT_PREFIX = "_shoal/abort/"
+PENDING_PREFIX = "_shoal/pending/"  # uploads accepted for group commit
 _NATIVE_MIN_LINES = 64  # below this, parsing line by line is as quick
 
 
@@ -212,13 +213,15 @@ class Uploads:
         organization_id: str = DEFAULT_ORGANIZATION,
         options: dict[str, Any] | None = None,
         label: str = "",
+        upload_id: str | None = None,
+        created_at: datetime | None = None,
     ) -> Upload:
         """Record a RUNNING upload of an object already in the lake (``landing_key``)."""
         if self.lake.store.size(landing_key) is None:
             raise InputError(f"nothing was uploaded under {landing_key!r}")
-        now = datetime.now(UTC)
+        now = created_at or datetime.now(UTC)
         upload = Upload(
-            ids.new_id(),
+            upload_id or ids.new_id(),
             organization_id,
             UploadStatus.RUNNING,
             now,
@@ -237,12 +240,39 @@ class Uploads:
 
     def get(self, upload_id: str, *, organization_id: str | None = None) -> Upload:
         state = self.lake.state()
-        upload = self._current(
-            ids.canonical(upload_id) or upload_id, state, organization_id=organization_id
-        )
+        upload_id = ids.canonical(upload_id) or upload_id
+        try:
+            upload = self._current(upload_id, state, organization_id=organization_id)
+        except NotFoundError:
+            pending = self.pending(upload_id)
+            if pending is None:  # committed between the two reads, or unknown
+                state = self.lake.state()
+                upload = self._current(upload_id, state, organization_id=organization_id)
+            elif organization_id not in (None, pending.organization_id):
+                raise
+            else:
+                return pending
         if not upload.status.finished:
             upload.errors = self._stored_errors(upload.id, state)
         return upload
+
+    def pending(self, upload_id: str) -> Upload | None:
+        """An upload accepted for group commit and not committed yet (see :mod:`lake.groups`)."""
+        raw = self.lake.store.get(PENDING_PREFIX + upload_id)
+        if raw is None:
+            return None
+        marker = json.loads(raw)
+        created = datetime.fromisoformat(marker["created_at"])
+        return Upload(
+            upload_id,
+            marker["organization_id"],
+            UploadStatus.RUNNING,
+            created,
+            created,
+            source=marker.get("source", ""),
+            landing_key=marker["landing_key"],
+            options=marker.get("options") or {},
+        )
 
     def _stored_errors(self, upload_id: str, state: LakeState) -> list[dict[str, Any]]:
         rows = self.lake.read(
@@ -358,13 +388,20 @@ class Uploads:
                 pending.cancel()
         return self._finish(upload, UploadStatus.SUCCEEDED, None)
 
-    def _prepare(self, raw: RawBatch, organization_id: str, id_source: IdSource) -> PreparedBatch:
+    def _prepare(
+        self,
+        raw: RawBatch,
+        organization_id: str,
+        id_source: IdSource,
+        *,
+        native_min_lines: int = _NATIVE_MIN_LINES,
+    ) -> PreparedBatch:
         """Parse and validate a batch; new records of the plain shape become Arrow tables
         (:mod:`lake.columnar`), the others record specs for the planner."""
         now = datetime.now(UTC)
         errors = [line.error for line in raw.errors if line.error is not None]
         native = None
-        if self.fast_path and len(raw.numbers) >= _NATIVE_MIN_LINES:
+        if self.fast_path and len(raw.numbers) >= native_min_lines:
             native = plan_batch(raw, organization_id=organization_id, id_source=id_source, now=now)
         if native is None:
             batch, rest = FastBatch({}, BatchCounts()), raw.lines()

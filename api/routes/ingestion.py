@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import wire
 from api.deps import Org, Svc
+from lake.groups import GROUP_MAX_BYTES
+from lake.uploads import Upload
 
 router = APIRouter(tags=["ingestion"])
 
@@ -69,6 +71,8 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
         data = b"\n".join(
             orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) for r in request.records
         )
+        if len(data) <= GROUP_MAX_BYTES and not options:  # committed with others arriving now
+            return _started(svc.group.submit(data, organization_id=org, source="records"))
         upload = svc.uploads.create(data, organization_id=org, options=options)
     elif len(sources) == 1:
         url = sources[0]
@@ -79,12 +83,23 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
                 "(ingestion from external URLs is not enabled on this server)",
             )
         key = _landing_key(org, url[len(UPLOAD_SCHEME) :])
+        size = svc.lake.store.size(key)
+        if size is not None and size <= GROUP_MAX_BYTES and not options:
+            upload = svc.group.submit(
+                svc.lake.store.get(key) or b"", organization_id=org, source=url
+            )
+            svc.lake.store.delete(key)
+            return _started(upload)
         upload = svc.uploads.start(key, organization_id=org, options=options, label=url)
     elif not sources:
         raise HTTPException(400, "nothing to ingest: send 'records', 'url' or 'urls'")
     else:
         raise HTTPException(400, f"one url per request, got {len(sources)}")
     svc.runner.submit(upload.id)
+    return _started(upload)
+
+
+def _started(upload: Upload) -> dict[str, Any]:
     return {"id": upload.id, "status": str(upload.status)}
 
 
