@@ -18,10 +18,13 @@ cleaned up, so nothing is applied twice and nothing acknowledged is lost.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +34,7 @@ import pyarrow.compute as pc
 
 from lake import ids
 from lake.errors import LakeError
-from lake.ingest import IdSource
+from lake.ingest import BatchCounts, IdSource
 from lake.ndjson import read_batches
 from lake.tables import SCHEMAS
 from lake.uploads import (
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 
 #: Uploads up to this size may be grouped; bigger ones take the ordinary path.
 GROUP_MAX_BYTES = 4 * 2**20
+_REMEMBERED = 100_000
 
 
 class GroupCommitter:
@@ -73,6 +77,9 @@ class GroupCommitter:
         self.max_group = max_group
         self.linger = linger
         self._queue: list[Upload] = []
+        # what this process knows without reading the lake: uploads queued or being committed,
+        # and the latest ones it finished (status requests are answered from these)
+        self._known: collections.OrderedDict[str, Upload] = collections.OrderedDict()
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -103,8 +110,23 @@ class GroupCommitter:
         assert upload is not None
         with self._wake:
             self._queue.append(upload)
+            self._remember(upload)
             self._wake.notify()
         return upload
+
+    def lookup(self, upload_id: str, *, organization_id: str | None = None) -> Upload | None:
+        """The upload if this process is committing it or finished it lately, else None."""
+        with self._wake:
+            upload = self._known.get(upload_id)
+        if upload is None or organization_id not in (None, upload.organization_id):
+            return None
+        return upload
+
+    def _remember(self, upload: Upload) -> None:  # called holding self._wake
+        self._known[upload.id] = upload
+        self._known.move_to_end(upload.id)
+        while len(self._known) > _REMEMBERED:
+            self._known.popitem(last=False)
 
     # -- the worker ------------------------------------------------------------------------------
     def start(self) -> list[str]:
@@ -141,7 +163,13 @@ class GroupCommitter:
                 self._wake_after(self.linger)
             group = self._take()
             try:
+                started = time.perf_counter()
                 self.commit(group)
+                log.debug(
+                    "group of %d uploads committed in %.3f s",
+                    len(group),
+                    time.perf_counter() - started,
+                )
             except Exception:  # the markers stay: the next start tries these again
                 log.exception("group commit of %d uploads failed", len(group))
                 with self._wake:
@@ -173,8 +201,13 @@ class GroupCommitter:
         done: list[Upload] = []
         if prepared:
             done = self._commit_together(prepared)
-        for upload in done:
+        for upload, _ in prepared:  # committed now or by an earlier run: either way done
             self._clean(upload)
+        with self._wake:
+            for upload in done:
+                self._remember(upload)
+            for upload in ordinary:  # the ordinary path reports on these from now on
+                self._known.pop(upload.id, None)
         for upload in ordinary:
             self._hand_over(upload)
 
@@ -219,12 +252,14 @@ class GroupCommitter:
             for upload, batch in fresh:
                 for name, rows in batch.fast.tables.items():
                     tables.setdefault(name, []).append(rows)
-                finished.append(_finished(upload, batch, now))
+                finished.append(
+                    _finished(dataclasses.replace(upload, counts=BatchCounts()), batch, now)
+                )
             for name, parts in tables.items():
                 txn.append(name, pa.concat_tables([p.cast(SCHEMAS[name]) for p in parts]))
             if finished:
                 txn.append("uploads", _rows(finished))
-        return [u for u, _ in prepared]
+        return finished
 
     def _hand_over(self, upload: Upload) -> None:
         """Give a pending upload to the ordinary path (its row first, then its marker goes)."""

@@ -105,7 +105,8 @@ def _started(upload: Upload) -> dict[str, Any]:
 
 @router.get("/api/ingestion/executions/{upload_id}")
 def execution(upload_id: str, org: Org, svc: Svc) -> dict[str, Any]:
-    return wire.execution(svc.uploads.get(upload_id, organization_id=org))
+    known = svc.group.lookup(upload_id, organization_id=org)
+    return wire.execution(known or svc.uploads.get(upload_id, organization_id=org))
 
 
 @router.get("/api/ingestion/executions")
