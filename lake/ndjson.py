@@ -50,6 +50,17 @@ class RawBatch:
         last = [int(self.numbers[-1])] if len(self.numbers) else []
         return max([*last, *(e.number for e in self.errors)], default=0)
 
+    def through(self, last: int) -> RawBatch:
+        """The batch without its lines after line ``last``."""
+        if self.last_line <= last:
+            return self
+        keep = [line for line in self.lines() if line.number <= last]
+        return RawBatch(
+            b"\n".join(line.data for line in keep),
+            np.array([line.number for line in keep], dtype=self.numbers.dtype),
+            [e for e in self.errors if e.number <= last],
+        )
+
     def lines(self) -> list[Line]:
         """The non-blank lines with their numbers (errors not included)."""
         pieces = [piece for piece in self.data.split(b"\n") if piece.strip()]

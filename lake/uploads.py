@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -346,13 +346,18 @@ class Uploads:
         def on_read(done: int) -> None:
             bytes_read[0] = done
 
+        # {"offset", "limit"} (the reference's URL form) keeps lines offset+1 .. limit
+        offset = int(upload.options.get("offset") or 0)
+        limit = upload.options.get("limit")
         batches = read_batches(
             stream,
             batch_lines=self.batch_size,
             max_line=self.max_line,
-            skip_through=upload.lines_done,
+            skip_through=max(upload.lines_done, offset),
             on_read=on_read,
         )
+        if limit is not None:
+            batches = _through(batches, int(limit))
 
         def prepare_next() -> PreparedBatch | None:
             raw = next(batches, None)
@@ -468,6 +473,15 @@ class Uploads:
             txn.set_progress(current.id, None)
         self.lake.store.delete(_ABORT_PREFIX + upload.id)
         return current
+
+
+def _through(batches: Iterator[RawBatch], last: int) -> Iterator[RawBatch]:
+    for batch in batches:
+        cut = batch.through(last)
+        if len(cut):
+            yield cut
+        if batch.last_line >= last:
+            return
 
 
 def _deadline(upload: Upload) -> float | None:

@@ -207,3 +207,17 @@ def test_a_second_organization_sees_and_changes_nothing(api: Api) -> None:
         and "nothing was uploaded" in response.json()["error"]["message"]
     )
     assert len(api.post("/api/datapoints/select", {"selectColumns": ["id"]})) == 22
+
+
+def test_url_with_offset_and_limit_ingests_those_lines(api: Api) -> None:
+    lines = b"\n".join(b'{"type": "TEXT", "text": "line %d"}' % n for n in range(1, 9))
+    landed = api.client.post(
+        "/api/ingestion/upload", files={"file": ("r.ndjson", lines)}, headers=api.headers()
+    ).json()["url"]
+    started = api.post("/api/ingestion/ingest", {"url": landed, "offset": 2, "limit": 5})
+    execution = api.wait(started["id"])
+    assert execution["status"] == "SUCCEEDED" and execution["output"]["records_read"] == 3
+    texts = sorted(
+        r["text"] for r in api.post("/api/datapoints/select", {"selectColumns": ["text"]})
+    )
+    assert texts == ["line 3", "line 4", "line 5"]  # the reference's islice(lines, 2, 5)
