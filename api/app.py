@@ -2,7 +2,8 @@
 
 Errors always answer ``{"error": {"message": ...}}``; lake errors map to statuses here and only
 here: a bad request (filter, record, input) is 400, an unknown id 404, a missing or bad key 401,
-a storage failure or a busy writer lock 503, anything unexpected 500 (logged, never a trace).
+a storage failure or a busy writer lock 503, a full upload queue 429 (retry later), anything
+unexpected 500 (logged, never a trace).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from api.routes import datasets, ingestion, query
 from api.settings import Settings
 from lake import JobRunner, Lake, Uploads
 from lake.errors import (
+    BusyError,
     InputError,
     LakeError,
     LockTimeoutError,
@@ -42,6 +44,7 @@ _STATUS: tuple[tuple[type[LakeError], int], ...] = (
     (RecordError, 400),
     (StorageError, 503),
     (LockTimeoutError, 503),
+    (BusyError, 429),
 )
 
 

@@ -5,6 +5,7 @@ uploads in the background with :class:`JobRunner`.
 """
 
 from lake.errors import (
+    BusyError,
     CommitConflictError,
     ConfigError,
     InputError,
@@ -22,6 +23,7 @@ from lake.storage import S3Options
 from lake.uploads import Upload, Uploads, UploadStatus
 
 __all__ = [
+    "BusyError",
     "CommitConflictError",
     "ConfigError",
     "InputError",

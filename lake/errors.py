@@ -8,6 +8,7 @@ Every error the engine raises on purpose derives from :class:`LakeError`::
     │   ├── CommitConflictError   a Delta commit kept conflicting after every retry
     │   └── LockLostError         the writer lock expired and another writer took it
     ├── LockTimeoutError     the lake's writer lock could not be taken in time
+    ├── BusyError            too much work is queued: try again later
     ├── RecordError          one ingestion record cannot be applied (line, field, reason)
     ├── InputError           an upload's input cannot be read at all (fatal for the upload)
     ├── QueryError           a filter, column, order or SQL statement that cannot be run
@@ -41,6 +42,10 @@ class LockLostError(StorageError):
 
 class LockTimeoutError(LakeError):
     """The lake's writer lock stayed held by another writer past the timeout."""
+
+
+class BusyError(LakeError):
+    """More work is queued than the lake accepts; the caller should retry later."""
 
 
 class NotFoundError(LakeError):

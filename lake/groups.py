@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake import ids
-from lake.errors import LakeError
+from lake.errors import BusyError, LakeError
 from lake.ingest import BatchCounts, IdSource
 from lake.ndjson import read_batches
 from lake.tables import SCHEMAS
@@ -68,6 +68,7 @@ class GroupCommitter:
         fallback: Callable[[str], object],
         max_lines: int = 50_000,
         max_group: int = 500,
+        max_queued: int = 5_000,
         linger: float = 0.01,
     ) -> None:
         self.uploads = uploads
@@ -75,6 +76,7 @@ class GroupCommitter:
         self.fallback = fallback
         self.max_lines = max_lines
         self.max_group = max_group
+        self.max_queued = max_queued
         self.linger = linger
         self._queue: list[Upload] = []
         # what this process knows without reading the lake: uploads queued or being committed,
@@ -93,7 +95,16 @@ class GroupCommitter:
         options: dict[str, Any] | None = None,
         source: str = "",
     ) -> Upload:
-        """Make ``data`` (NDJSON) durable as a pending upload and queue it; return it RUNNING."""
+        """Make ``data`` (NDJSON) durable as a pending upload and queue it; return it RUNNING.
+
+        Raises :class:`BusyError` when ``max_queued`` uploads already wait (back-pressure:
+        the caller retries later instead of the queue, and the latency, growing without end).
+        """
+        with self._wake:
+            if len(self._queue) >= self.max_queued:
+                raise BusyError(
+                    f"{len(self._queue)} uploads are waiting to be committed; retry in a moment"
+                )
         upload_id = ids.new_id()
         now = datetime.now(UTC)
         landing_key = f"_landing/{upload_id}"
@@ -170,10 +181,30 @@ class GroupCommitter:
                     len(group),
                     time.perf_counter() - started,
                 )
-            except Exception:  # the markers stay: the next start tries these again
+            except Exception:
                 log.exception("group commit of %d uploads failed", len(group))
+                self._one_by_one(group)
+
+    def _one_by_one(self, group: list[Upload]) -> None:
+        """After a failed group: each upload alone, and one that still fails goes to the
+        ordinary path (which reports it FAILED with the reason); if even that fails (the
+        storage is down), the uploads wait in the queue and are tried again."""
+        for position, upload in enumerate(group):
+            try:
+                try:
+                    self.commit([upload])
+                except LakeError:
+                    raise
+                except Exception:
+                    log.exception("upload %s cannot be group-committed", upload.id)
+                    self._hand_over(upload)
+            except Exception:
+                log.exception("upload %s waits for the storage to come back", upload.id)
                 with self._wake:
+                    queued = {u.id for u in self._queue}
+                    self._queue[:0] = [u for u in group[position:] if u.id not in queued]
                     self._wake.wait(1.0)
+                return
 
     def _wake_after(self, seconds: float) -> None:
         # let requests arriving together join the same group

@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from lake import JobRunner, Lake, Uploads
 from lake.groups import GroupCommitter
 from lake.uploads import PENDING_PREFIX
@@ -124,3 +126,41 @@ def test_pending_uploads_survive_a_restart_and_apply_once(lake: Lake) -> None:
     assert lake.store.list(PENDING_PREFIX) == []
     assert lake.count("datapoints") == 12  # nothing applied twice
     assert uploads.get(left[0].id).status == "SUCCEEDED"
+
+
+def test_an_upload_that_breaks_the_group_fails_alone(local_lake: Lake, monkeypatch: Any) -> None:
+    lake = local_lake
+    uploads = Uploads(lake)
+    runner = JobRunner(lake, uploads=uploads)
+    group = GroupCommitter(uploads, fallback=runner.submit)
+    good = group.submit(plain("good", 3), organization_id="default")
+    poison = group.submit(plain("poison", 3), organization_id="default")
+    real = group._prepare
+
+    def prepare(upload: Any) -> Any:
+        if upload.id == poison.id:
+            raise RuntimeError("a bug in the planner")
+        return real(upload)
+
+    monkeypatch.setattr(group, "_prepare", prepare)
+    group.start()
+    try:
+        done = wait_all(uploads, [good.id, poison.id])
+    finally:
+        group.stop()
+        runner.shutdown()
+    assert done[0].status == "SUCCEEDED"
+    # the ordinary path ran it: it does not share the group's bug here, so it lands
+    assert done[1].status == "SUCCEEDED" and lake.count("datapoints") == 6
+
+
+def test_a_full_queue_pushes_back(local_lake: Lake) -> None:
+    from lake import BusyError
+
+    uploads = Uploads(local_lake)
+    group = GroupCommitter(uploads, fallback=lambda _: None, max_queued=3)  # not started
+    for i in range(3):
+        group.submit(plain(f"q{i}", 1), organization_id="default")
+    with pytest.raises(BusyError, match="3 uploads are waiting"):
+        group.submit(plain("q3", 1), organization_id="default")
+    assert len(local_lake.store.list("_shoal/pending/")) == 3  # nothing written for it
