@@ -29,13 +29,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake import ids
+from lake.columnar import FastBatch, plan_batch
 from lake.errors import BusyError, LakeError
 from lake.ingest import BatchCounts, IdSource
-from lake.ndjson import read_batches
+from lake.ndjson import RawBatch, read_batches
 from lake.tables import SCHEMAS
 from lake.uploads import (
     MAX_STORED_ERRORS,
@@ -117,8 +119,16 @@ class GroupCommitter:
             "created_at": now.isoformat(),
         }
         self.lake.store.put(PENDING_PREFIX + upload_id, json.dumps(marker).encode())
-        upload = self.uploads.pending(upload_id)
-        assert upload is not None
+        upload = Upload(
+            upload_id,
+            organization_id,
+            UploadStatus.RUNNING,
+            now,
+            now,
+            source=str(marker["source"]),
+            landing_key=landing_key,
+            options=dict(options or {}),
+        )
         with self._wake:
             self._queue.append(upload)
             self._remember(upload)
@@ -220,19 +230,30 @@ class GroupCommitter:
     # -- committing ------------------------------------------------------------------------------
     def commit(self, group: list[Upload]) -> None:
         """Apply ``group`` (pending uploads) in one transaction where possible."""
-        prepared: list[tuple[Upload, PreparedBatch]] = []
-        ordinary: list[Upload] = []
         group = list({u.id: u for u in group}.values())
+        committed = self._committed([u.id for u in group])
         for upload in group:
-            batch = self._prepare(upload)
-            if batch is None:
+            if upload.id in committed:  # by an earlier run that stopped before cleaning up
+                self._clean(upload)
+        raws: dict[str, list[tuple[Upload, RawBatch]]] = {}
+        ordinary: list[Upload] = []
+        for upload in group:
+            if upload.id in committed:
+                continue
+            raw = self._raw(upload)
+            if raw is None:
                 ordinary.append(upload)
             else:
-                prepared.append((upload, batch))
+                raws.setdefault(upload.organization_id, []).append((upload, raw))
+        prepared: list[tuple[Upload, PreparedBatch]] = []
+        for items in raws.values():
+            planned, rest = self._plan(items)
+            prepared += planned
+            ordinary += rest
         done: list[Upload] = []
         if prepared:
             done = self._commit_together(prepared)
-        for upload, _ in prepared:  # committed now or by an earlier run: either way done
+        for upload, _ in prepared:
             self._clean(upload)
         with self._wake:
             for upload in done:
@@ -242,8 +263,14 @@ class GroupCommitter:
         for upload in ordinary:
             self._hand_over(upload)
 
-    def _prepare(self, upload: Upload) -> PreparedBatch | None:
-        """The upload as one native batch, or None when it needs the ordinary path."""
+    def _committed(self, upload_ids: list[str]) -> set[str]:
+        rows = self.lake.read(
+            "uploads", columns=["id"], filter=pc.field("id").isin(pa.array(upload_ids, pa.string()))
+        )
+        return set(rows.column("id").to_pylist())
+
+    def _raw(self, upload: Upload) -> RawBatch | None:
+        """The upload's lines as one batch, or None when it needs the ordinary path."""
         data = self.lake.store.get(upload.landing_key)
         if data is None or len(data) > GROUP_MAX_BYTES:
             return None
@@ -255,32 +282,63 @@ class GroupCommitter:
             )
         except LakeError:
             return None  # undecodable input: the ordinary path fails it with its message
-        if len(batches) != 1:
-            return None
-        source = IdSource(int(upload.created_at.timestamp() * 1000), ids.salt_of(upload.id))
-        batch = self.uploads._prepare(
-            batches[0], upload.organization_id, source, native_min_lines=1
+        return batches[0] if len(batches) == 1 else None
+
+    def _plan(
+        self, items: list[tuple[Upload, RawBatch]]
+    ) -> tuple[list[tuple[Upload, PreparedBatch]], list[Upload]]:
+        """Plan the uploads of one organization in one native pass (their lines merged).
+
+        Uploads holding records the native path leaves out are planned again without them
+        and go to the ordinary path; if the merged lines cannot be planned at all, each
+        upload is planned alone.
+        """
+        now = datetime.now(UTC)
+        merged, offsets = _merge([raw for _, raw in items])
+        # row ids derive from a fresh group id: a group is committed whole or not at all, and
+        # an upload is applied only if its row is absent, so re-runs cannot duplicate rows
+        source = IdSource(int(now.timestamp() * 1000), ids.salt_of(ids.new_id()))
+        result = plan_batch(
+            merged, organization_id=items[0][0].organization_id, id_source=source, now=now
         )
-        return None if batch.specs else batch
+        if result is None:
+            return self._plan_alone(items)
+        fast, leftover = result
+        if not leftover:
+            return _split(items, offsets, merged, fast, now), []
+        owners = set((np.searchsorted(offsets, merged.numbers[leftover], side="left") - 1).tolist())
+        rest = [u for k, (u, _) in enumerate(items) if k in owners]
+        kept = [item for k, item in enumerate(items) if k not in owners]
+        if not kept:
+            return [], rest
+        planned, more = self._plan(kept)
+        return planned, rest + more
+
+    def _plan_alone(
+        self, items: list[tuple[Upload, RawBatch]]
+    ) -> tuple[list[tuple[Upload, PreparedBatch]], list[Upload]]:
+        planned, rest = [], []
+        for upload, raw in items:
+            source = IdSource(int(upload.created_at.timestamp() * 1000), ids.salt_of(upload.id))
+            batch = self.uploads._prepare(raw, upload.organization_id, source, native_min_lines=1)
+            if batch.specs:
+                rest.append(upload)
+            else:
+                planned.append((upload, batch))
+        return planned, rest
 
     def _commit_together(self, prepared: list[tuple[Upload, PreparedBatch]]) -> list[Upload]:
-        ids_ = [u.id for u, _ in prepared]
         with self.lake.transaction() as txn:
-            known = (
-                self.lake.read(
-                    "uploads",
-                    state=txn.base,
-                    columns=["id"],
-                    filter=pc.field("id").isin(pa.array(ids_, pa.string())),
-                )
-                .column("id")
-                .to_pylist()
-            )
-            fresh = [(u, b) for u, b in prepared if u.id not in set(known)]
+            ids_ = pa.array([u.id for u, _ in prepared], pa.string())
+            if self.lake.read(
+                "uploads", state=txn.base, columns=["id"], filter=pc.field("id").isin(ids_)
+            ).num_rows:
+                # another process committed some of them meanwhile: apply none, look again
+                raise LakeError("some uploads of the group were committed elsewhere")
             tables: dict[str, list[pa.Table]] = {}
             finished = []
             now = datetime.now(UTC)
-            for upload, batch in fresh:
+            for upload, batch in prepared:
                 for name, rows in batch.fast.tables.items():
                     tables.setdefault(name, []).append(rows)
                 finished.append(
@@ -288,8 +346,7 @@ class GroupCommitter:
                 )
             for name, parts in tables.items():
                 txn.append(name, pa.concat_tables([p.cast(SCHEMAS[name]) for p in parts]))
-            if finished:
-                txn.append("uploads", _rows(finished))
+            txn.append("uploads", _rows(finished))
         return finished
 
     def _hand_over(self, upload: Upload) -> None:
@@ -323,3 +380,54 @@ def _finished(upload: Upload, batch: PreparedBatch, now: datetime) -> Upload:
     upload.failures = len(errors)
     upload.errors = [e.to_dict() for e in errors[:MAX_STORED_ERRORS]]
     return upload
+
+
+def _merge(raws: list[RawBatch]) -> tuple[RawBatch, np.ndarray]:
+    """The lines of several batches as one, numbered on; and where each batch starts."""
+    offsets = np.zeros(len(raws) + 1, dtype=np.int64)
+    for k, raw in enumerate(raws):
+        offsets[k + 1] = offsets[k] + raw.last_line
+    numbers = np.concatenate([raw.numbers + offsets[k] for k, raw in enumerate(raws)])
+    data = b"\n".join(raw.data for raw in raws if len(raw.numbers))
+    return RawBatch(data, numbers, []), offsets
+
+
+def _split(
+    items: list[tuple[Upload, RawBatch]],
+    offsets: np.ndarray,
+    merged: RawBatch,
+    fast: FastBatch,
+    now: datetime,
+) -> list[tuple[Upload, PreparedBatch]]:
+    """Per-upload batches of one merged plan: the rows go with the first, counts with each."""
+    datapoints = fast.tables.get("datapoints")
+    owner: dict[str, int] = {}
+    created = np.zeros(len(items), dtype=np.int64)
+    if datapoints is not None:  # its rows are in line order
+        rows_of = np.searchsorted(offsets, merged.numbers, side="left") - 1
+        for datapoint_id, k in zip(
+            datapoints.column("id").to_pylist(), rows_of.tolist(), strict=True
+        ):
+            owner[datapoint_id] = k
+        created = np.bincount(rows_of, minlength=len(items))
+
+    def per_upload(table: str) -> np.ndarray:
+        rows = fast.tables.get(table)
+        if rows is None or not owner:
+            return np.zeros(len(items), dtype=np.int64)
+        index = [owner[d] for d in rows.column("datapoint").to_pylist()]
+        return np.bincount(np.asarray(index, dtype=np.int64), minlength=len(items))
+
+    predictions, groundtruths = per_upload("predictions"), per_upload("groundtruths")
+    out = []
+    for k, (upload, raw) in enumerate(items):
+        counts = BatchCounts(int(created[k]), 0, int(predictions[k]), int(groundtruths[k]))
+        tables = fast.tables if k == 0 else {}
+        errors = [line.error for line in raw.errors if line.error is not None]
+        out.append(
+            (
+                upload,
+                PreparedBatch(raw.last_line, len(raw), now, FastBatch(tables, counts), [], errors),
+            )
+        )
+    return out

@@ -135,14 +135,14 @@ def test_an_upload_that_breaks_the_group_fails_alone(local_lake: Lake, monkeypat
     group = GroupCommitter(uploads, fallback=runner.submit)
     good = group.submit(plain("good", 3), organization_id="default")
     poison = group.submit(plain("poison", 3), organization_id="default")
-    real = group._prepare
+    real = group._raw
 
-    def prepare(upload: Any) -> Any:
+    def raw(upload: Any) -> Any:
         if upload.id == poison.id:
             raise RuntimeError("a bug in the planner")
         return real(upload)
 
-    monkeypatch.setattr(group, "_prepare", prepare)
+    monkeypatch.setattr(group, "_raw", raw)
     group.start()
     try:
         done = wait_all(uploads, [good.id, poison.id])
