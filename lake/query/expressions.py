@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import functools
 import operator
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import polars as pl
 
-from lake.query.filters import Column, Condition, JsonValue, Kind, Op, similar_regex
+from lake.query.filters import (
+    Column,
+    Condition,
+    JsonValue,
+    Kind,
+    Op,
+    similar_regex,
+    wildcards_regex,
+)
 
 
 def to_expr(conditions: Sequence[Condition]) -> pl.Expr:
@@ -119,15 +126,5 @@ def _dtype(column: Column, values: list[Any]) -> pl.DataType | None:
 
 def like_regex(pattern: str, *, insensitive: bool) -> str:
     """A SQL LIKE pattern (``%``, ``_``, ``\\`` escapes) as an anchored regular expression."""
-    out = []
-    chars = iter(pattern)
-    for char in chars:
-        if char == "\\":
-            out.append(re.escape(next(chars, "\\")))
-        elif char == "%":
-            out.append(".*")
-        elif char == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(char))
-    return ("(?is)" if insensitive else "(?s)") + "^" + "".join(out) + "$"
+    flags = "(?is)" if insensitive else "(?s)"
+    return flags + "^" + wildcards_regex(pattern, keep_regex=False) + "$"

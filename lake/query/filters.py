@@ -433,8 +433,12 @@ def json_value(value: object) -> JsonValue:
     return JsonValue(value)
 
 
-def similar_regex(pattern: str) -> str:
-    """A SQL SIMILAR TO pattern as an anchored regular expression (``%``/``_`` wildcards)."""
+def wildcards_regex(pattern: str, *, keep_regex: bool) -> str:
+    """A SQL pattern's ``%`` / ``_`` wildcards and ``\\`` escapes as regular-expression text.
+
+    LIKE (``keep_regex=False``) takes every other character literally; SIMILAR TO keeps the
+    regular-expression operators (``|``, ``*``, ``()``, ``[]`` ...) except ``.``, a literal.
+    """
     out = []
     chars = iter(pattern)
     for char in chars:
@@ -444,11 +448,16 @@ def similar_regex(pattern: str) -> str:
             out.append(".*")
         elif char == "_":
             out.append(".")
-        elif char == ".":
-            out.append(r"\.")
-        else:
+        elif keep_regex and char != ".":
             out.append(char)
-    regex = "(?s)^(?:" + "".join(out) + ")$"
+        else:
+            out.append(re.escape(char))
+    return "".join(out)
+
+
+def similar_regex(pattern: str) -> str:
+    """A SQL SIMILAR TO pattern as an anchored regular expression."""
+    regex = "(?s)^(?:" + wildcards_regex(pattern, keep_regex=True) + ")$"
     try:  # the engine's regex dialect decides (no look-arounds, no back-references)
         pl.Series([""]).str.contains(regex)
     except pl.exceptions.PolarsError:
