@@ -27,18 +27,10 @@ from lake.datasets import Datasets
 from lake.encoding import decode_npy
 from lake.errors import InputError
 from lake.query.select import Scope
+from lake.tables import DATA_TABLES
 
 ExportFormat = Literal["parquet", "ndjson"]
-EXPORT_TABLES = (
-    "datapoints",
-    "tags",
-    "groundtruths",
-    "predictions",
-    "bboxes",
-    "lanes",
-    "completions",
-    "feature_vectors",
-)
+EXPORT_TABLES = DATA_TABLES
 _CHUNK = 20_000  # datapoints turned into records at a time
 _BOX = ("top", "left", "height", "width")
 

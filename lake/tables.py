@@ -190,6 +190,18 @@ SCHEMAS: dict[str, pa.Schema] = {
     ),
 }
 
+#: The tables that hold datapoints and what hangs off them (not the bookkeeping of datasets,
+#: uploads and keys): what SQL reads and what an export writes.
+DATA_TABLES = (
+    "datapoints",
+    "tags",
+    "groundtruths",
+    "predictions",
+    "bboxes",
+    "lanes",
+    "completions",
+    "feature_vectors",
+)
 #: Child lists of a prediction or groundtruth.
 ATTACHMENT_CHILDREN = ("bboxes", "lanes", "completions")
 TABLE_NAMES = tuple(SCHEMAS)

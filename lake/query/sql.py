@@ -20,19 +20,10 @@ import pyarrow.compute as pc
 from lake.errors import QueryError, StorageError
 from lake.lake import Lake, LakeState
 from lake.query.select import Rows
-from lake.tables import SCHEMAS
+from lake.tables import DATA_TABLES, SCHEMAS
 
 #: The tables a statement can read (the lake's bookkeeping tables are not among them).
-SQL_TABLES = (
-    "datapoints",
-    "tags",
-    "groundtruths",
-    "predictions",
-    "bboxes",
-    "lanes",
-    "completions",
-    "feature_vectors",
-)
+SQL_TABLES = DATA_TABLES
 
 _BATCH_ROWS = 65_536
 _LOCKDOWN = {
