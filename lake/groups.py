@@ -102,38 +102,48 @@ class GroupCommitter:
         Raises :class:`BusyError` when ``max_queued`` uploads already wait (back-pressure:
         the caller retries later instead of the queue, and the latency, growing without end).
         """
-        with self._wake:
-            if len(self._queue) >= self.max_queued:
-                raise BusyError(
-                    f"{len(self._queue)} uploads are waiting to be committed; retry in a moment"
-                )
-        upload_id = ids.new_id()
-        now = datetime.now(UTC)
-        landing_key = f"_landing/{upload_id}"
+        self._check_room()
+        landing_key = f"_landing/{ids.new_id()}"
         self.lake.store.put(landing_key, data)
+        return self.submit_landed(
+            landing_key,
+            organization_id=organization_id,
+            options=options,
+            source=source or f"<{len(data)} bytes>",
+        )
+
+    def submit_landed(
+        self,
+        landing_key: str,
+        *,
+        organization_id: str,
+        options: dict[str, Any] | None = None,
+        source: str = "",
+    ) -> Upload:
+        """Queue NDJSON already stored at ``landing_key`` (it is deleted once committed)."""
+        self._check_room()
         marker = {
             "organization_id": organization_id,
             "landing_key": landing_key,
             "options": options or {},
-            "source": source or f"<{len(data)} bytes>",
-            "created_at": now.isoformat(),
+            "source": source or landing_key.rsplit("/", 1)[-1],
+            "created_at": datetime.now(UTC).isoformat(),
         }
+        upload_id = ids.new_id()
         self.lake.store.put(PENDING_PREFIX + upload_id, json.dumps(marker).encode())
-        upload = Upload(
-            upload_id,
-            organization_id,
-            UploadStatus.RUNNING,
-            now,
-            now,
-            source=str(marker["source"]),
-            landing_key=landing_key,
-            options=dict(options or {}),
-        )
+        upload = Upload.from_marker(upload_id, marker)
         with self._wake:
             self._queue.append(upload)
             self._remember(upload)
             self._wake.notify()
         return upload
+
+    def _check_room(self) -> None:
+        with self._wake:
+            if len(self._queue) >= self.max_queued:
+                raise BusyError(
+                    f"{len(self._queue)} uploads are waiting to be committed; retry in a moment"
+                )
 
     def lookup(self, upload_id: str, *, organization_id: str | None = None) -> Upload | None:
         """The upload if this process is committing it or finished it lately, else None."""

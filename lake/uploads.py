@@ -98,6 +98,21 @@ class Upload:
             error_message=row["error_message"],
         )
 
+    @classmethod
+    def from_marker(cls, upload_id: str, marker: dict[str, Any]) -> Upload:
+        """A pending upload (accepted for group commit) from its marker."""
+        created = datetime.fromisoformat(marker["created_at"])
+        return cls(
+            upload_id,
+            marker["organization_id"],
+            UploadStatus.RUNNING,
+            created,
+            created,
+            source=marker.get("source", ""),
+            landing_key=marker["landing_key"],
+            options=marker.get("options") or {},
+        )
+
     def to_row(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -261,18 +276,7 @@ class Uploads:
         raw = self.lake.store.get(PENDING_PREFIX + upload_id)
         if raw is None:
             return None
-        marker = json.loads(raw)
-        created = datetime.fromisoformat(marker["created_at"])
-        return Upload(
-            upload_id,
-            marker["organization_id"],
-            UploadStatus.RUNNING,
-            created,
-            created,
-            source=marker.get("source", ""),
-            landing_key=marker["landing_key"],
-            options=marker.get("options") or {},
-        )
+        return Upload.from_marker(upload_id, json.loads(raw))
 
     def _stored_errors(self, upload_id: str, state: LakeState) -> list[dict[str, Any]]:
         rows = self.lake.read(

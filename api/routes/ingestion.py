@@ -85,11 +85,7 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
         key = _landing_key(org, url[len(UPLOAD_SCHEME) :])
         size = svc.lake.store.size(key)
         if size is not None and size <= GROUP_MAX_BYTES and not options:
-            upload = svc.group.submit(
-                svc.lake.store.get(key) or b"", organization_id=org, source=url
-            )
-            svc.lake.store.delete(key)
-            return _started(upload)
+            return _started(svc.group.submit_landed(key, organization_id=org, source=url))
         upload = svc.uploads.start(key, organization_id=org, options=options, label=url)
     elif not sources:
         raise HTTPException(400, "nothing to ingest: send 'records', 'url' or 'urls'")
