@@ -14,14 +14,14 @@ datapoints table. Peak memory is this process's high-water mark during each step
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# run as a script, bench/ is on sys.path: the ingest benchmark's generator is a sibling
+import ingest as ingest_bench
 import polars as pl
 import pyarrow.compute as pc
 from deltalake import write_deltalake
@@ -29,20 +29,6 @@ from deltalake import write_deltalake
 from lake import Lake, Uploads
 from lake.datasets import Datasets
 from lake.query import select
-
-HERE = Path(__file__).resolve().parent
-
-
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ingest_bench = _load("shoal_bench_ingest", HERE / "ingest.py")
 
 
 def timed(label: str, fn: Callable[[], Any]) -> Any:

@@ -21,7 +21,6 @@ run:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import subprocess
@@ -32,24 +31,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# run as a script, bench/ is on sys.path: the ingest benchmark's generator is a sibling
+import ingest as ingest_bench
 import polars as pl
 
 from lake import Lake, S3Options, Uploads
 from lake.query import select, sql
-
-HERE = Path(__file__).resolve().parent
-
-
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-ingest_bench = _load("shoal_bench_ingest", HERE / "ingest.py")
 
 SPLIT_VAL = [
     {"left": "tags.name", "op": "=", "right": "split"},
