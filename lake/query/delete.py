@@ -23,15 +23,12 @@ import pyarrow.compute as pc
 from lake.errors import QueryError
 from lake.lake import Lake, Transaction
 from lake.query.select import Scope, Selection, run
-from lake.tables import ATTACHMENT_CHILDREN, SCHEMAS
+from lake.tables import ATTACHMENT_CHILDREN, DATA_TABLES
 
 #: What a deleted row of each deletable table takes with it (table → column pointing at it).
 CASCADES: dict[str, dict[str, str]] = {
-    "datapoints": {
-        name: "datapoint"
-        for name in SCHEMAS
-        if name != "datapoints" and "datapoint" in SCHEMAS[name].names
-    },
+    # rows keyed by their datapoint; memberships are keyed by version, removed on their own
+    "datapoints": {name: "datapoint" for name in DATA_TABLES if name != "datapoints"},
     "predictions": {
         **{name: "prediction" for name in ATTACHMENT_CHILDREN},
         "feature_vectors": "prediction",
