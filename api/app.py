@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from api.deps import Services
-from api.routes import datasets, ingestion, query
+from api.routes import datasets, ingestion, miners, query
 from api.settings import Settings
 from lake import JobRunner, Lake, Uploads
 from lake.errors import (
@@ -34,6 +34,7 @@ from lake.errors import (
 )
 from lake.groups import GroupCommitter
 from lake.keys import ApiKeys
+from lake.miners import MinerRunner, MiningError
 
 log = logging.getLogger("shoal.api")
 
@@ -42,6 +43,7 @@ _STATUS: tuple[tuple[type[LakeError], int], ...] = (
     (QueryError, 400),
     (InputError, 400),
     (RecordError, 400),
+    (MiningError, 400),
     (StorageError, 503),
     (LockTimeoutError, 503),
     (BusyError, 429),
@@ -62,9 +64,11 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         runner = JobRunner(the_lake, workers=settings.job_workers, uploads=uploads)
         keys = ApiKeys(the_lake, cache_seconds=settings.key_cache_seconds)
         group = GroupCommitter(uploads, fallback=runner.submit)
-        app.state.services = Services(settings, the_lake, keys, uploads, runner, group)
+        mining = MinerRunner(the_lake, workers=settings.miner_workers)
+        app.state.services = Services(settings, the_lake, keys, uploads, runner, group, mining)
         runner.start()
         group.start()
+        mining.start()
         stop = threading.Event()
         maintenance = _start_maintenance(the_lake, settings, stop)
         try:
@@ -75,13 +79,14 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             if maintenance is not None:
                 maintenance.join(timeout=5)
             runner.shutdown(wait=False)
+            mining.shutdown(wait=False)
 
     app = FastAPI(
         title="Shoal",
         summary="A self-hosted ML data lake with a Dioptra-compatible API.",
         lifespan=lifespan,
     )
-    for router in (ingestion.router, query.router, datasets.router):
+    for router in (ingestion.router, query.router, datasets.router, miners.router):
         app.include_router(router)
 
     @app.get("/health", tags=["service"])

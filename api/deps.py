@@ -11,6 +11,7 @@ from api.settings import Settings
 from lake import JobRunner, Lake, Uploads
 from lake.groups import GroupCommitter
 from lake.keys import ApiKeys
+from lake.miners import MinerRunner
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Services:
     uploads: Uploads
     runner: JobRunner
     group: GroupCommitter
+    miners: MinerRunner
 
 
 def services(request: Request) -> Services:

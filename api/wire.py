@@ -15,6 +15,7 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.responses import StreamingResponse
 
 from lake.datasets import Dataset, DatasetVersion
+from lake.miners import Miner, TaskStatus
 from lake.query import Rows
 from lake.query.filters import JSON_COLUMNS
 from lake.query.output import json_lines
@@ -101,6 +102,53 @@ def execution(upload: Upload) -> dict[str, Any]:
         "stopDate": iso(stop),
         "durationMs": duration,
     }
+
+
+def miner(m: Miner, *, progress: tuple[int, int] | None = None) -> dict[str, Any]:
+    """A miner document (reference §6.3): its configuration, with its latest run."""
+    return {
+        **m.config.to_doc(),
+        "_id": m.id,
+        "organization_id": m.organization_id,
+        "user_id": m.created_by,
+        "status": _doc_status(m),
+        "created_at": iso(m.created_at),
+        "updated_at": iso(m.updated_at),
+        "task": task(m, progress=progress, with_result=False),
+    }
+
+
+def task(
+    m: Miner, *, progress: tuple[int, int] | None = None, with_result: bool = True
+) -> dict[str, Any]:
+    """The latest run, never null: a miner that never ran is ``PENDING`` with no result."""
+    t = m.task
+    doc: dict[str, Any] = {
+        "status": str(t.status),
+        "task_id": t.id,
+        "requested_at": iso(t.requested_at),
+        "started_at": iso(t.started_at),
+        "done_at": iso(t.done_at),
+        "result_size": None if t.result is None else len(t.result),
+    }
+    if with_result:
+        doc["result"] = t.result
+    if t.message is not None:
+        doc["message"] = t.message
+    if progress is not None:
+        doc["progress"] = {"done": progress[0], "total": progress[1]}
+    return doc
+
+
+def _doc_status(m: Miner) -> str:
+    if m.task.id is None:
+        return "pending"
+    return {
+        TaskStatus.PENDING: "queued",
+        TaskStatus.STARTED: "running",
+        TaskStatus.SUCCESS: "done",
+        TaskStatus.FAILURE: "error",
+    }[m.task.status]
 
 
 def _log(error: dict[str, Any]) -> str:

@@ -180,6 +180,24 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("created_at", TS),
         ("revoked_at", TS),
     ),
+    # miners: a configuration (JSON) and the state of its latest run (Celery-style status)
+    "miners": _schema(
+        ("id", STR),
+        ("organization_id", STR),
+        ("display_name", STR),
+        ("strategy", STR),
+        ("config", STR),
+        ("created_at", TS),
+        ("updated_at", TS),
+        ("created_by", STR),
+        ("task_id", STR),  # the latest run; null before any run and after a reset
+        ("task_status", STR),  # PENDING (queued), STARTED, SUCCESS, FAILURE
+        ("task_requested_at", TS),
+        ("task_started_at", TS),
+        ("task_done_at", TS),
+        ("task_message", STR),  # why a run failed
+        ("task_result", pa.list_(STR)),  # datapoint ids, most informative first
+    ),
     # record errors of running uploads (a finished upload's first ones are in its row)
     "upload_errors": _schema(
         ("upload_id", STR),

@@ -170,3 +170,79 @@ def test_client_sample_file(dioptra: Any) -> None:
 
     lines = [json.loads(line) for line in sample.read_text().splitlines()]
     assert utils.wait_for_upload(utils.upload_to_lake(lines))["status"] == "SUCCEEDED"
+
+
+def test_miners(dioptra: Any) -> None:
+    utils, _ = dioptra
+    # every miner module reads DIOPTRA_APP_ENDPOINT when it is imported
+    names = ["base_miner", "entropy_miner", "coreset_miner", "knn_miner", "random_miner"]
+    modules = {n: importlib.reload(importlib.import_module(f"dioptra.miners.{n}")) for n in names}
+    miners = importlib.reload(importlib.import_module("dioptra.miners"))
+    batch = [
+        {
+            "metadata": {"uri": f"s3://b/mine/{i}.jpg"},
+            "type": "IMAGE",
+            "tags": {"batch": "mine", "split": "train" if i < 2 else "pool"},
+            "predictions": [
+                {
+                    "task_type": CLS,
+                    "model_name": "net",
+                    "class_names": ["cat", "dog"],
+                    "logits": [float(i), 0.0],
+                    "embeddings": {"avgpool": [float(i * i), 1.0]},
+                }
+            ],
+        }
+        for i in range(8)
+    ]
+    utils.wait_for_upload(utils.upload_to_lake(batch))
+    frame = utils.select_datapoints(filters=in_batch("mine"), fields=["id", "metadata.uri"])
+    by_index = {
+        int(uri.split("/")[-1][:-4]): i for uri, i in zip(frame["uri"], frame["id"], strict=True)
+    }
+    pool = [{"left": "id", "op": "in", "right": [by_index[i] for i in range(2, 8)]}]
+
+    entropy = modules["entropy_miner"].EntropyMiner(
+        display_name="uncertain", size=2, select_filters=in_batch("mine"), model_name="net"
+    )
+    assert entropy.get_status() == "PENDING"  # never run: a task, not null
+    entropy.run()
+    assert entropy.get_results() == [by_index[0], by_index[1]]
+    assert entropy.get_status() == "SUCCESS"
+    assert entropy.get_config()["strategy"] == "ENTROPY"
+
+    coreset = modules["coreset_miner"].CoresetMiner(
+        display_name="spread",
+        size=2,
+        select_filters=in_batch("mine"),
+        model_name="net:avgpool",
+        select_reference_filters=[{"left": "id", "op": "=", "right": by_index[0]}],
+    )
+    coreset.run()
+    assert coreset.get_results() == [by_index[7], by_index[5]]  # x = 49, then 25 (24 from 49)
+
+    knn = modules["knn_miner"].KNNMiner(
+        display_name="near",
+        size=2,
+        select_filters=in_batch("mine"),
+        model_name="net:avgpool",
+        select_reference_filters=[{"left": "id", "op": "=", "right": by_index[3]}],
+    )
+    knn.run()
+    assert knn.get_results() == [by_index[2], by_index[4]]  # x = 9: 4 then 16, itself left out
+
+    rand = modules["random_miner"].RandomMiner(
+        display_name="any", size=3, select_filters=pool, select_limit=5
+    )
+    rand.run()
+    results = rand.get_results()
+    first_five = sorted(by_index[i] for i in range(2, 8))[:5]  # select_limit, in id order
+    assert len(set(results)) == 3 and set(results) <= set(first_five)
+    rand.reset()
+    assert rand.get_status() == "PENDING"
+
+    listed = {m.miner_id: m.miner_name for m in miners.list_miners()}
+    assert listed[entropy.miner_id] == "uncertain" and listed[rand.miner_id] == "any"
+    for miner in (entropy, coreset, knn, rand):
+        miner.delete()
+    assert [m for m in miners.list_miners() if m.miner_id in listed] == []
