@@ -9,6 +9,7 @@ Embedded-lake commands (they open the lake directly, no server needed)::
     shoal sql    [--lake URI] "SELECT ..." [--format ...]
     shoal delete [--lake URI] [--table T] --filters JSON [...]   print the deleted rows
     shoal datasets list|create|add|remove|commit|history|checkout|diff|export|delete ...
+    shoal miners create|list|show|run|status|results|reset|delete ...
     shoal maintain [--lake URI] [--retention-hours H]   compact, checkpoint, vacuum
     shoal serve [--lake URI] [--host H] [--port P]      the HTTP server (also python -m api)
 
@@ -16,7 +17,7 @@ Against a server (``--endpoint URL --api-key KEY``, or ``SHOAL_ENDPOINT`` / ``SH
 
     shoal upload FILE... [--wait]      send NDJSON files; print the upload ids (or the results)
     shoal status UPLOAD_ID             an upload's status and counts
-    shoal select|sql|datasets ... --endpoint URL   the same commands, through the server
+    shoal select|sql|datasets|miners ... --endpoint URL   the same commands, through the server
     shoal keys create --org ORG [--name N] | list [--org ORG] | revoke KEY_ID
 
 ``--lake`` defaults to ``$SHOAL_LAKE``, then ``./shoal-data``. S3 lakes (``s3://bucket/prefix``)
@@ -32,6 +33,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from api import cli_miners
 from lake import Lake, LakeError, Uploads
 
 
@@ -399,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete.set_defaults(func=cmd_delete)
 
     _dataset_commands(commands, lake_option)
+    cli_miners.add_commands(commands, lake_option, remote_options)
 
     maintain = commands.add_parser("maintain", help="compact, checkpoint and vacuum the tables")
     lake_option(maintain)

@@ -146,3 +146,56 @@ def _datasets(args: argparse.Namespace, c: sdk.Client, filters: Any) -> int:
     else:
         raise sdk.ConfigError(f"'datasets {action}' runs on an embedded lake only (use --lake)")
     return 0
+
+
+def miners(args: argparse.Namespace, config: dict[str, Any] | None) -> int:
+    with client(args) as c:
+        return _miners(args, c, config)
+
+
+def _miners(args: argparse.Namespace, c: sdk.Client, config: dict[str, Any] | None) -> int:
+    action = args.action
+    if action == "create":
+        assert config is not None
+        _print({"miner_id": sdk.Miner.create(config, client=c).id})
+        return 0
+    if action == "list":
+        for found in sdk.list_miners(client=c):
+            _print(found.config)
+        return 0
+    miner = sdk.Miner.get(args.miner, client=c)
+    if action == "show":
+        _print(miner.config)
+    elif action == "status":
+        _print({k: v for k, v in miner.task().items() if k != "result"})
+    elif action == "results":
+        if args.add_to_dataset:
+            added = miner.add_results_to(_find_dataset(args.add_to_dataset, c))
+            _print({"dataset": args.add_to_dataset, "added": added})
+        else:
+            sys.stdout.write("".join(f"{i}\n" for i in miner.results()))
+    elif action == "reset":
+        miner.reset()
+        _print(miner.task())
+    elif action == "delete":
+        miner.delete()
+        _print({"deleted": miner.id})
+    else:  # run
+        miner.run()
+        if not args.wait:
+            _print(miner.task())
+            return 0
+        try:
+            miner.wait(args.timeout, progress=sys.stderr.isatty())
+        except sdk.MinerFailed:
+            _print({k: v for k, v in miner.task().items() if k != "result"})
+            return 1
+        _print({k: v for k, v in miner.task().items() if k != "result"})
+    return 0
+
+
+def _find_dataset(name_or_id: str, c: sdk.Client) -> sdk.Dataset | str:
+    try:
+        return sdk.Dataset.get(name_or_id, client=c)
+    except (sdk.NotFound, sdk.BadRequest):
+        return name_or_id  # a name: found, or created, by add_results_to

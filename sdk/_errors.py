@@ -8,7 +8,8 @@ ShoalError
 │   ├── NotFound          404: an unknown id
 │   └── ServerError       5xx: the server or its storage failed (retried first)
 ├── ConnectionFailed   the server could not be reached (after retries)
-└── UploadFailed       an upload ended FAILED, TIMED_OUT or ABORTED
+├── UploadFailed       an upload ended FAILED, TIMED_OUT or ABORTED
+└── MinerFailed        a miner run ended FAILURE (or REVOKED)
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ class UploadFailed(ShoalError):
     def __init__(self, upload_id: str, status: str, message: str) -> None:
         super().__init__(f"upload {upload_id} ended {status}: {message}")
         self.upload_id = upload_id
+        self.status = status
+        self.message = message
+
+
+class MinerFailed(ShoalError):
+    def __init__(self, miner_id: str, status: str, message: str) -> None:
+        super().__init__(f"miner {miner_id} run ended {status}: {message}")
+        self.miner_id = miner_id
         self.status = status
         self.message = message
 

@@ -194,3 +194,106 @@ def test_client_side_commands(tmp_path, capsysbinary) -> None:  # type: ignore[n
         assert b"not valid JSON" in capsysbinary.readouterr().err
         assert main(["sql", "SELECT 1", "--endpoint", url, "--api-key", "shoal_bad"]) == 1
         assert b"401" in capsysbinary.readouterr().err
+
+
+def _miner_records(path: Path) -> str:
+    records = [
+        {
+            "type": "IMAGE",
+            "metadata": {"uri": f"s3://b/{i}.jpg"},
+            "predictions": [
+                {
+                    "task_type": "CLASSIFICATION",
+                    "model_name": "net",
+                    "class_names": ["a", "b"],
+                    "logits": [float(i), 0.0],
+                    "embeddings": {"avgpool": [float(i), 1.0]},
+                }
+            ],
+        }
+        for i in range(5)
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    return str(path)
+
+
+def test_miner_commands(tmp_path, capsysbinary) -> None:  # type: ignore[no-untyped-def]
+    lake = str(tmp_path / "lake")
+    assert main(["ingest", "--lake", lake, "-q", _miner_records(tmp_path / "m.ndjson")]) == 0
+    capsysbinary.readouterr()
+
+    def run(*argv: str, code: int = 0) -> list[dict]:  # type: ignore[type-arg]
+        assert main(["miners", argv[0], "--lake", lake, *argv[1:]]) == code
+        return [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+
+    created = run("create", "--strategy", "entropy", "--size", "2", "--model", "net")[0]
+    miner = created["miner_id"]
+    assert run("status", miner)[0]["status"] == "PENDING"
+    done = run("run", miner)[0]
+    assert done["status"] == "SUCCESS" and done["result_size"] == 2
+    assert main(["miners", "results", "--lake", lake, miner]) == 0
+    ids = capsysbinary.readouterr().out.split()
+    assert len(ids) == 2
+    added = run("results", miner, "--add-to-dataset", "to label")[0]
+    assert added["added"] == 2
+    assert main(["datasets", "history", "--lake", lake, "to label"]) == 0
+    capsysbinary.readouterr()
+    listed = run("list")
+    assert [(m["_id"], m["strategy"], m["status"]) for m in listed] == [(miner, "ENTROPY", "done")]
+    assert run("show", miner)[0]["model_name"] == "net"
+    assert run("reset", miner)[0]["status"] == "PENDING"
+
+    failing = run("create", "--strategy", "CORESET", "--size", "2", "--model", "nope")[0]
+    failed = run("run", failing["miner_id"], code=1)[0]
+    assert failed["status"] == "FAILURE" and "model 'nope'" in failed["message"]
+    assert main(["miners", "create", "--lake", lake, "--strategy", "CORESET", "--size", "2"]) == 1
+    assert b"CORESET needs model_name" in capsysbinary.readouterr().err
+    assert run("delete", miner)[0] == {"deleted": miner}
+    assert main(["miners", "show", "--lake", lake, miner]) == 1
+    assert b"not found" in capsysbinary.readouterr().err
+
+
+def test_miner_commands_through_a_server(tmp_path, capsysbinary) -> None:  # type: ignore[no-untyped-def]
+    from apitools import live_server  # type: ignore[import-not-found]
+
+    from lake import Lake
+    from lake.keys import ApiKeys
+
+    lake = Lake(str(tmp_path / "lake"))
+    _, key = ApiKeys(lake).create("acme")
+    with live_server(lake) as url:
+        remote = ["--endpoint", url, "--api-key", key]
+        source = _miner_records(tmp_path / "m.ndjson")
+        assert main(["upload", source, "--wait", "-q", *remote]) == 0
+        capsysbinary.readouterr()
+
+        def run(*argv: str, code: int = 0) -> list[dict]:  # type: ignore[type-arg]
+            assert main(["miners", *argv, *remote]) == code
+            return [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
+
+        filters = json.dumps([{"left": "metadata.uri", "op": "!=", "right": "s3://b/0.jpg"}])
+        miner = run(
+            "create",
+            "--strategy",
+            "CORESET",
+            "--size",
+            "2",
+            "--model",
+            "net:avgpool",
+            "--filters",
+            filters,
+            "--seed",
+            "3",
+        )[0]["miner_id"]
+        done = run("run", miner, "--wait")[0]
+        assert done["status"] == "SUCCESS" and done["result_size"] == 2
+        assert main(["miners", "results", miner, *remote]) == 0
+        assert len(capsysbinary.readouterr().out.split()) == 2
+        assert run("results", miner, "--add-to-dataset", "picked")[0]["added"] == 2
+        assert [m["_id"] for m in run("list")] == [miner]
+        assert run("show", miner)[0]["seed"] == 3
+        assert run("status", miner)[0]["status"] == "SUCCESS"
+        assert run("reset", miner)[0]["status"] == "PENDING"
+        assert run("delete", miner)[0] == {"deleted": miner}
+        assert main(["miners", "show", miner, *remote]) == 1
+        assert b"404" in capsysbinary.readouterr().err

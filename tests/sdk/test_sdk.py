@@ -161,3 +161,74 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert len(scope["frame"]) == 5 and len(scope["top"]) == 21
         assert len(scope["dataset"].read_version(scope["commit"], frozen=True)) == 5
         scope["dataset"].client.close()
+
+
+def test_exported_members_are_the_public_api() -> None:
+    public = {name for name in dir(sdk) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(sdk, name)).__name__ == "module"}
+    assert set(sdk.__all__) == public - modules
+    for name in sdk.__all__:
+        assert getattr(sdk, name).__module__.startswith("sdk"), name
+
+
+def test_miners(client: sdk.Client) -> None:
+    records = [
+        {
+            "type": "IMAGE",
+            "metadata": {"uri": f"s3://b/{i}.jpg"},
+            "predictions": [
+                {
+                    "task_type": "CLASSIFICATION",
+                    "model_name": "net",
+                    "class_names": ["a", "b"],
+                    "logits": [float(i), 0.0],
+                    "embeddings": {"avgpool": [float(i), 0.0]},
+                }
+            ],
+        }
+        for i in range(6)
+    ]
+    sdk.upload_to_lake(records, client=client, wait=True, progress=False)
+    frame = sdk.select_datapoints([], columns=["id", "metadata.uri"], client=client)
+    by_index = {
+        int(u.split("/")[-1][:-4]): i for u, i in zip(frame["uri"], frame["id"], strict=True)
+    }
+
+    entropy = sdk.EntropyMiner("uncertain", 2, [], "net", client=client)
+    assert entropy.status() == "PENDING" and entropy.results() == []
+    assert entropy.run().wait(timeout=60, progress=False) == [by_index[0], by_index[1]]
+    assert entropy.get_config()["strategy"] == "ENTROPY"
+    assert entropy.add_results_to("to label") == 2
+    assert sorted(
+        sdk.Dataset.get_by_name("to label", client=client).download_datapoints()["id"]
+    ) == sorted([by_index[0], by_index[1]])
+
+    coreset = sdk.CoresetMiner(
+        "spread",
+        2,
+        [],
+        "net:avgpool",
+        select_reference_filters=[{"left": "id", "op": "=", "right": by_index[0]}],
+        client=client,
+    )
+    picked = coreset.run().wait(timeout=60, progress=False)
+    assert picked[0] == by_index[5] and picked[1] in (by_index[2], by_index[3])  # x=5, then 2|3
+
+    missing = sdk.ActivationMiner("quiet", 2, [], "other:layer", client=client)
+    with pytest.raises(
+        sdk.MinerFailed, match="no EMBEDDINGS feature vectors of model 'other:layer'"
+    ):
+        missing.run().wait(timeout=60, progress=False)
+    with pytest.raises(sdk.BadRequest, match="strategy must be one of"):
+        sdk.Miner.create({"display_name": "x", "strategy": "MAGIC", "size": 1}, client=client)
+
+    listed = {m.id: m.name for m in sdk.list_miners(client=client)}
+    assert listed == {entropy.id: "uncertain", coreset.id: "spread", missing.id: "quiet"}
+    assert sdk.Miner.get(coreset.id, client=client).config["metric"] == "euclidean"
+    entropy.reset()
+    assert entropy.status() == "PENDING"
+    for miner in (entropy, coreset, missing):
+        miner.delete()
+    assert sdk.list_miners(client=client) == []
+    with pytest.raises(sdk.NotFound):
+        entropy.status()
