@@ -125,6 +125,14 @@ class DeltaStore:
         except (DeltaError, OSError, pa.ArrowException) as exc:
             raise StorageError(f"cannot read table {table!r}: {exc}") from exc
 
+    def fragments(self, table: str, version: int) -> list[ds.Fragment]:
+        """The table's data files as pyarrow fragments (to read one file at a time), by path."""
+        try:
+            found = self.dataset(table, version).get_fragments()
+            return sorted(found, key=lambda f: str(getattr(f, "path", "")))
+        except (DeltaError, OSError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
+
     def scan(self, table: str, version: int) -> pl.LazyFrame:
         return pl.scan_delta(self.open(table, version), storage_options=self.options)
 

@@ -23,6 +23,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from lake.delta import DeltaStore
 from lake.errors import LockLostError, StorageError
@@ -144,6 +145,12 @@ class Lake:
                 result = result.select(list(columns))
             return result
         return self.delta.read(table, version, columns=columns, filter=filter, prune=prune)
+
+    def fragments(self, table: str, *, state: LakeState | None = None) -> list[ds.Fragment]:
+        """The data files of ``table`` at ``state``, to stream a large table file by file."""
+        state = state or self.state()
+        version = state.versions.get(table)
+        return [] if version is None else self.delta.fragments(table, version)
 
     def scan(self, table: str, *, state: LakeState | None = None) -> pl.LazyFrame:
         state = state or self.state()

@@ -14,18 +14,21 @@ run's FAILURE message.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
-from lake.errors import LakeError
+from lake.errors import LakeError, StorageError
 from lake.lake import Lake, LakeState
 from lake.miners import vectors
 from lake.miners.config import SCORE_METRICS, MinerConfig, PoolQuery, Strategy
 from lake.miners.vectors import Cancelled, Progress, VectorPool
 from lake.query.select import Scope, matching_ids
+from lake.tables import SCHEMAS
 
 STREAM_ROWS = 16_384  # vectors read at a time
 
@@ -135,60 +138,103 @@ def _vectors(
     names = [config.model_name]
     if kind == "LOGITS" and ":" in config.model_name:
         names.append(config.model_name.split(":", 1)[0])  # logits belong to the model, not a layer
-    wanted = datapoints.alias("datapoint").to_frame().lazy()
+    files = scope.lake.fragments("feature_vectors", state=scope.state)
     for name in names:
-        of_model = scope.scan(
-            "feature_vectors", where=(pl.col("type") == kind) & (pl.col("model_name") == name)
-        ).join(wanted, on="datapoint", how="semi")
-        firsts = (
-            of_model.select("id", "datapoint")
-            .group_by("datapoint")
-            .agg(pl.col("id").min())
-            .select("id")
-            .collect()
-        )
-        if firsts.height:
-            return _stream_pool(of_model, firsts, config, name)
+        chosen = _chosen_rows(files, scope.organization_id, kind, name, datapoints)
+        if chosen.height:
+            pool = _read_pool(files, chosen, config, name)
+            # hand the reading buffers back before the algorithm allocates its own
+            pa.default_memory_pool().release_unused()
+            return chosen.get_column("datapoint"), pool
     raise MiningError(
         f"no {kind} feature vectors of model {config.model_name!r} for the "
         f"{len(datapoints)} {what} datapoints; {_models_with(scope, kind)}"
     )
 
 
-def _stream_pool(
-    of_model: pl.LazyFrame, firsts: pl.DataFrame, config: MinerConfig, name: str
-) -> tuple[pl.Series, VectorPool]:
-    frame = of_model.join(firsts.lazy(), on="id", how="semi").select("datapoint", "value")
+def _chosen_rows(
+    files: list[ds.Fragment], org: str | None, kind: str, name: str, datapoints: pl.Series
+) -> pl.DataFrame:
+    """(file, row, datapoint) of the vectors to read: of ``kind`` and ``name``, of the given
+    datapoints, the first by vector id for each datapoint; ordered by file and row.
+
+    Only the small key columns are read here, one file at a time.
+    """
+    keys = ["id", "organization_id", "type", "model_name", "datapoint"]
+    found = []
+    for number, fragment in enumerate(files):
+        schema = pa.schema([SCHEMAS["feature_vectors"].field(k) for k in keys])
+        frame = pl.from_arrow(pa.Table.from_batches(list(_batches(fragment, keys)), schema))
+        assert isinstance(frame, pl.DataFrame)
+        condition = (pl.col("type") == kind) & (pl.col("model_name") == name)
+        if org is not None:
+            condition &= pl.col("organization_id") == org
+        found.append(
+            frame.with_row_index("row")
+            .filter(condition)
+            .select(pl.lit(number, pl.Int32).alias("file"), "row", "id", "datapoint")
+        )
+    if not found:
+        return pl.DataFrame(schema={"file": pl.Int32, "row": pl.UInt32, "datapoint": pl.String})
+    wanted = datapoints.alias("datapoint").to_frame()
+    return (
+        pl.concat(found)
+        .join(wanted, on="datapoint", how="semi")
+        .sort("id")
+        .unique(subset="datapoint", keep="first", maintain_order=True)
+        .sort("file", "row")
+        .select("file", "row", "datapoint")
+    )
+
+
+def _read_pool(
+    files: list[ds.Fragment], chosen: pl.DataFrame, config: MinerConfig, name: str
+) -> VectorPool:
+    """The chosen rows' vectors, read file by file in batches, into a float16 pool."""
     normalize = config.metric == "cosine" and config.strategy is not Strategy.ACTIVATION
-    ids: list[pl.Series] = []
     pool: VectorPool | None = None
-    for batch in frame.collect_batches(chunk_size=STREAM_ROWS):
-        values = batch.get_column("value").to_arrow()
-        lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
-        if len(lengths) == 0:
-            continue
-        dim = pool.dim if pool is not None else int(lengths[0])
-        if (lengths != dim).any():
-            other = int(lengths[lengths != dim][0])
-            raise MiningError(
-                f"the {config.vector_type} vectors of model {name!r} have differing lengths "
-                f"({dim} and {other}): a miner needs vectors of one length"
-            )
-        flat = pc.list_flatten(values)
-        if isinstance(flat, pa.ChunkedArray):
-            flat = flat.combine_chunks()
-        rows = flat.to_numpy(zero_copy_only=False).reshape(-1, dim)
-        if pool is None:
-            pool = VectorPool(dim)
-        try:
-            pool.extend(rows, normalize=normalize)
-        except ValueError as exc:
-            raise MiningError(
-                f"the {config.vector_type} vectors of model {name!r}: {exc}"
-            ) from None
-        ids.append(batch.get_column("datapoint"))
-    assert pool is not None
-    return pl.concat(ids), pool
+    for (number,), rows in chosen.group_by("file", maintain_order=True):
+        wanted = rows.get_column("row").to_numpy().astype(np.int64)
+        start = 0
+        for batch in _batches(files[int(number)], ["value"]):
+            low, high = np.searchsorted(wanted, [start, start + batch.num_rows])
+            start += batch.num_rows
+            if low == high:
+                continue
+            values = batch.column(0).take(pa.array(wanted[low:high] - (start - batch.num_rows)))
+            rows_array = _matrix(values, pool.dim if pool is not None else None, config, name)
+            if pool is None:
+                pool = VectorPool(rows_array.shape[1])
+            try:
+                pool.extend(rows_array, normalize=normalize)
+            except ValueError as exc:
+                raise MiningError(
+                    f"the {config.vector_type} vectors of model {name!r}: {exc}"
+                ) from None
+    assert pool is not None and len(pool) == chosen.height
+    return pool
+
+
+def _matrix(values: pa.Array, dim: int | None, config: MinerConfig, name: str) -> np.ndarray:
+    """A list<float> array as an n×dim matrix; vectors of another length are an error."""
+    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+    dim = int(lengths[0]) if dim is None else dim
+    if (lengths != dim).any():
+        other = int(lengths[lengths != dim][0])
+        raise MiningError(
+            f"the {config.vector_type} vectors of model {name!r} have differing lengths "
+            f"({dim} and {other}): a miner needs vectors of one length"
+        )
+    flat = pc.list_flatten(values)
+    return flat.to_numpy(zero_copy_only=False).reshape(-1, dim)
+
+
+def _batches(fragment: ds.Fragment, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """One file's columns, a batch at a time (storage failures as StorageError)."""
+    try:
+        yield from fragment.to_batches(columns=columns, batch_size=STREAM_ROWS)
+    except (OSError, pa.ArrowException) as exc:
+        raise StorageError(f"reading the feature vectors failed: {exc}") from exc
 
 
 def _models_with(scope: Scope, kind: str) -> str:

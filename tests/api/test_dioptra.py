@@ -175,7 +175,17 @@ def test_client_sample_file(dioptra: Any) -> None:
 def test_miners(dioptra: Any) -> None:
     utils, _ = dioptra
     # every miner module reads DIOPTRA_APP_ENDPOINT when it is imported
-    names = ["base_miner", "entropy_miner", "coreset_miner", "knn_miner", "random_miner"]
+    names = [
+        "base_miner",
+        "entropy_miner",
+        "weighted_entropy_miner",
+        "variance_miner",
+        "activation_miner",
+        "coreset_miner",
+        "knn_miner",
+        "badge_miner",
+        "random_miner",
+    ]
     modules = {n: importlib.reload(importlib.import_module(f"dioptra.miners.{n}")) for n in names}
     miners = importlib.reload(importlib.import_module("dioptra.miners"))
     batch = [
@@ -189,8 +199,16 @@ def test_miners(dioptra: Any) -> None:
                     "model_name": "net",
                     "class_names": ["cat", "dog"],
                     "logits": [float(i), 0.0],
+                    "metrics": {"weighted_entropy": float(i % 3)},
                     "embeddings": {"avgpool": [float(i * i), 1.0]},
-                }
+                    "grad_embeddings": [float(i // 4), float(i % 4 == 0)],
+                },
+                {
+                    "task_type": CLS,
+                    "model_name": "mc",
+                    "class_names": ["cat", "dog"],
+                    "logits": [[0.0, 0.0], [float(i), -float(i)]],  # MC-dropout samples
+                },
             ],
         }
         for i in range(8)
@@ -231,6 +249,31 @@ def test_miners(dioptra: Any) -> None:
     knn.run()
     assert knn.get_results() == [by_index[2], by_index[4]]  # x = 9: 4 then 16, itself left out
 
+    weighted = modules["weighted_entropy_miner"].WeightedEntropyMiner(
+        display_name="weighted", size=1, select_filters=in_batch("mine"), model_name="net"
+    )
+    weighted.run()
+    assert weighted.get_results() == [min(by_index[2], by_index[5])]  # 2 = 5 % 3: lower id wins
+    variance = modules["variance_miner"].VarianceMiner(
+        display_name="spread", size=2, select_filters=in_batch("mine"), model_name="mc"
+    )
+    variance.run()
+    assert variance.get_results() == [by_index[7], by_index[6]]
+    activation = modules["activation_miner"].ActivationMiner(
+        display_name="quiet", size=2, select_filters=in_batch("mine"), model_name="net:avgpool"
+    )
+    activation.run()
+    assert activation.get_results() == [by_index[0], by_index[1]]  # (0, 1), then (1, 1)
+    badge = modules["badge_miner"].BadgeMiner(
+        display_name="badge", size=4, select_filters=in_batch("mine"), model_name="net"
+    )
+    badge.run()
+    seeds = badge.get_results()
+    # gradients (0, 1), (0, 0) x3, (1, 1), (1, 0) x3: four places, one seed each
+    places = {0: "a", 1: "b", 2: "b", 3: "b", 4: "c", 5: "d", 6: "d", 7: "d"}
+    index_of = {v: k for k, v in by_index.items()}
+    assert sorted(places[index_of[s]] for s in seeds) == ["a", "b", "c", "d"]
+
     rand = modules["random_miner"].RandomMiner(
         display_name="any", size=3, select_filters=pool, select_limit=5
     )
@@ -243,6 +286,6 @@ def test_miners(dioptra: Any) -> None:
 
     listed = {m.miner_id: m.miner_name for m in miners.list_miners()}
     assert listed[entropy.miner_id] == "uncertain" and listed[rand.miner_id] == "any"
-    for miner in (entropy, coreset, knn, rand):
+    for miner in (entropy, coreset, knn, rand, weighted, variance, activation, badge):
         miner.delete()
     assert [m for m in miners.list_miners() if m.miner_id in listed] == []

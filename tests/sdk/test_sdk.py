@@ -160,6 +160,9 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert scope["execution"]["status"] == "SUCCEEDED"
         assert len(scope["frame"]) == 5 and len(scope["top"]) == 21
         assert len(scope["dataset"].read_version(scope["commit"], frozen=True)) == 5
+        assert len(set(scope["picked"])) == 5
+        labelled = sdk.Dataset.get_by_name("to label", client=scope["dataset"].client)
+        assert sorted(labelled.download_datapoints()["id"]) == sorted(scope["picked"])
         scope["dataset"].client.close()
 
 
