@@ -182,6 +182,22 @@ def box_from_polygon(polygon: list[float]) -> dict[str, float]:
     }
 
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504: vectors are stored at float16 precision
+
+
+def half_precision(array: np.ndarray, field_name: str) -> np.ndarray:
+    """``array`` rounded to float16 precision (as float32); values float16 cannot hold are an
+    error, never a silent infinity."""
+    too_large = np.abs(array) > FLOAT16_MAX
+    if too_large.any():
+        value = float(array[too_large].flat[0])
+        raise RecordError(
+            f"{value:.6g} is beyond ±{FLOAT16_MAX:.0f}: vectors are stored as float16",
+            field=field_name,
+        )
+    return array.astype(np.float16).astype(np.float32)
+
+
 def embedding_vector(value: Any, field_name: str) -> tuple[np.ndarray, list[int]]:
     """A flat float vector (float16 precision) and its shape before flattening.
 
@@ -194,7 +210,7 @@ def embedding_vector(value: Any, field_name: str) -> tuple[np.ndarray, list[int]
     if array.ndim == 3 and array.size > MAX_EMBEDDINGS_SIZE:
         array = _max_pool(array)
     shape = [int(s) for s in array.shape]
-    return array.astype(np.float16).astype(np.float32).reshape(-1), shape
+    return half_precision(array, field_name).reshape(-1), shape
 
 
 def _max_pool(array: np.ndarray) -> np.ndarray:

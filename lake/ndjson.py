@@ -280,10 +280,17 @@ def parse_line(data: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass
     try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(
+            f"not valid UTF-8: byte 0x{data[exc.start]:02x} at position {exc.start}"
+        ) from None
+    try:
+        return _drop_non_finite(json.loads(text))
+    except ValueError as exc:
         raise RecordError(f"malformed JSON: {exc}") from exc
-    return _drop_non_finite(value)
+    except RecursionError:
+        raise RecordError("malformed JSON: nested too deeply") from None
 
 
 def _drop_non_finite(value: Any) -> Any:

@@ -16,6 +16,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lake.derive import FLOAT16_MAX
 from lake.records import DATAPOINT_TYPES
 
 _TOP_LEVEL = frozenset({"type", "metadata", "tags", "groundtruths", "predictions"})
@@ -161,7 +162,8 @@ def _groundtruths_ok(array: pa.Array) -> np.ndarray:
 
 
 def _numbers_ok(array: pa.Array, *, non_empty: bool) -> np.ndarray:
-    """Per list: numbers only, all finite (and at least one when ``non_empty``)."""
+    """Per list: numbers only, all finite and within float16 (and at least one when
+    ``non_empty``)."""
     typ = array.type
     if pa.types.is_null(typ):
         return np.full(len(array), not non_empty)
@@ -176,7 +178,8 @@ def _numbers_ok(array: pa.Array, *, non_empty: bool) -> np.ndarray:
     values = pc.list_flatten(array)
     if len(values):
         x = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
-        bad_values = ~valid_mask(values) | ~np.isfinite(np.nan_to_num(x, nan=np.inf))
+        # not finite, or beyond float16 (the per-record path reports those)
+        bad_values = ~valid_mask(values) | ~(np.abs(np.nan_to_num(x, nan=np.inf)) <= FLOAT16_MAX)
         if bad_values.any():
             ok &= ~_element_problems_to_rows(array, bad_values)
     return ok

@@ -8,6 +8,7 @@ masks, boxes, vectors) computed. Nothing here reads the lake; applying a spec to
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,7 +124,11 @@ def json_text(value: Any) -> str | None:
         return None
     try:
         return orjson.dumps(value).decode()
-    except TypeError as exc:
+    except TypeError:
+        pass
+    try:  # integers beyond 64 bits: valid JSON that only the standard library writes
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
         raise RecordError(f"cannot be stored as JSON: {exc}") from exc
 
 
@@ -280,7 +285,7 @@ def _normalise(raw: Any, line: int) -> RecordSpec:
     fields: dict[str, Any] = {}
     if "type" in record:
         kind = record["type"]
-        if kind not in DATAPOINT_TYPES:
+        if not isinstance(kind, str) or kind not in DATAPOINT_TYPES:
             raise RecordError(
                 f"must be one of {sorted(DATAPOINT_TYPES)}, got {kind!r:.40}", field="type"
             )
@@ -443,7 +448,7 @@ def _logits(spec: AttachmentSpec, logits: Any, class_names: list[str] | None) ->
     array = _array(logits, "logits")
     if np.isnan(array).any():
         raise RecordError("must not contain NaN or null", field="logits")
-    flat = array.astype(np.float16).astype(np.float32)
+    flat = derive.half_precision(array, "logits")
     spec.vectors.append(VectorSpec("LOGITS", None, flat.reshape(-1), list(array.shape)))
     if array.ndim == 1 and array.size >= 1:
         # classification: derived later for the whole batch; keep the metrics key order

@@ -124,6 +124,17 @@ class Miner:
         return self.wait(timeout, progress=False)
 
     # -- building the strategy classes ----------------------------------------------------------
+    def _common(
+        self, display_name: str, size: int, model_name: str | None, select: dict[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "display_name": display_name,
+            "strategy": self.strategy,
+            "size": size,
+            "model_name": model_name,
+            "select": select,
+        }
+
     def _create(self, client: Client | None, **config: Any) -> None:
         client = client or default_client()
         config = {k: v for k, v in config.items() if v is not None or k in ("model_name",)}
@@ -162,15 +173,8 @@ class _PoolMiner(Miner):
         seed: int | None = None,
         client: Client | None = None,
     ) -> None:
-        self._create(
-            client,
-            display_name=display_name,
-            strategy=self.strategy,
-            size=size,
-            model_name=model_name,
-            select=_select(select_filters, select_limit, select_order_by, select_desc),
-            seed=seed,
-        )
+        select = _select(select_filters, select_limit, select_order_by, select_desc)
+        self._create(client, **self._common(display_name, size, model_name, select), seed=seed)
 
 
 class _ModelMiner(Miner):
@@ -188,14 +192,8 @@ class _ModelMiner(Miner):
         *,
         client: Client | None = None,
     ) -> None:
-        self._create(
-            client,
-            display_name=display_name,
-            strategy=self.strategy,
-            size=size,
-            model_name=model_name,
-            select=_select(select_filters, select_limit, select_order_by, select_desc),
-        )
+        select = _select(select_filters, select_limit, select_order_by, select_desc)
+        self._create(client, **self._common(display_name, size, model_name, select))
 
 
 class RandomMiner(_PoolMiner):
@@ -251,15 +249,12 @@ class _VectorMiner(Miner):
         seed: int | None = None,
         client: Client | None = None,
     ) -> None:
+        select = _select(select_filters, select_limit, select_order_by, select_desc)
         self._create(
             client,
-            display_name=display_name,
-            strategy=self.strategy,
-            size=size,
-            model_name=model_name,
+            **self._common(display_name, size, model_name, select),
             embeddings_field=embeddings_field,
             metric=metric,
-            select=_select(select_filters, select_limit, select_order_by, select_desc),
             select_reference=_reference(
                 select_reference_filters,
                 select_reference_limit,

@@ -16,10 +16,19 @@ from pathlib import Path
 
 import pytest
 from apitools import Api, make_api
+from hypothesis import HealthCheck, settings
 from s3server import S3Server
 from s3server import start as start_s3_server
 
 from lake import Lake, S3Options
+
+# property tests (hypothesis): 200 examples each; `pytest --hypothesis-profile deep` for 5,000
+settings.register_profile(
+    "default", max_examples=200, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.register_profile(
+    "deep", max_examples=5_000, deadline=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def s3_options(server: S3Server) -> S3Options:

@@ -59,6 +59,18 @@ _KNOWN = {
     "seed",
 }
 
+# keys of a miner document that a client may post back: they are the server's, not config
+_DOCUMENT = {
+    "_id",
+    "miner_id",
+    "organization_id",
+    "user_id",
+    "status",
+    "task",
+    "created_at",
+    "updated_at",
+}
+
 
 @dataclass(frozen=True)
 class PoolQuery:
@@ -159,7 +171,7 @@ class MinerConfig:
             skip_caching=_flag(payload.get("skip_caching", True), "skip_caching"),
             evaluation_period=_optional_text(payload.get("evaluation_period"), "evaluation_period"),
             seed=_seed(payload.get("seed")),
-            extra={k: v for k, v in payload.items() if k not in _KNOWN and k not in ("_id",)},
+            extra={k: v for k, v in payload.items() if k not in _KNOWN and k not in _DOCUMENT},
         )
         if strategy is Strategy.NEAREST_NEIGHBORS and config.select_reference is None:
             raise InputError(

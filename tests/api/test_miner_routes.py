@@ -111,10 +111,15 @@ def test_posting_an_id_replaces_the_configuration_and_drops_results(api: Api) ->
     miner_id = api.post("/api/tasks/miners", ENTROPY)["miner_id"]
     api.post("/api/tasks/miner/run", {"miner_id": miner_id})
     assert finished(api, miner_id)["result_size"] == 3
-    again = api.post("/api/tasks/miners", {**ENTROPY, "_id": miner_id, "size": 1})
+    # the UI posts the document it fetched back, changed, with its _id
+    fetched = api.get(f"/api/tasks/miners/{miner_id}")
+    again = api.post("/api/tasks/miners", {**fetched, "size": 1, "duplication_factor": 2})
     assert again == {"miner_id": miner_id}
     doc = api.get(f"/api/tasks/miners/{miner_id}")
-    assert doc["size"] == 1 and doc["task"]["status"] == "PENDING"
+    assert doc["size"] == 1 and doc["task"]["status"] == "PENDING" and doc["status"] == "pending"
+    assert doc["duplication_factor"] == 2  # a legacy key: kept and echoed
+    assert doc["created_at"] == fetched["created_at"] and doc["updated_at"] > fetched["updated_at"]
+    assert api.get("/api/tasks/miners") == [doc]
     api.post("/api/tasks/miner/run", {"miner_id": miner_id})
     assert finished(api, miner_id)["result_size"] == 1
 

@@ -118,6 +118,14 @@ def test_fast_and_general_paths_agree(tmp_path: Path) -> None:
         },
         {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [[1, 2]]}]},
         {"type": "IMAGE", "predictions": [{"task_type": "OBJECT_DETECTION", "logits": [1]}]},
+        # beyond float16: the record path reports it (never a silent infinity)
+        {"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "logits": [1e6, 0]}]},
+        {
+            "type": "IMAGE",
+            "predictions": [
+                {"task_type": "CLASSIFICATION", "logits": [1, 0], "embeddings": [7e4, 1]}
+            ],
+        },
     ],
 )
 def test_anything_else_takes_the_record_path(record: dict[str, Any]) -> None:
