@@ -413,7 +413,7 @@ def _id_array(values: Iterable[str] | pa.Array) -> pa.Array:
     valid = pc.match_substring_regex(
         canonical, r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
     )
-    if not pc.all(valid.fill_null(False)).as_py():
+    if not pc.all(valid.fill_null(False), min_count=0).as_py():
         first = pc.filter(values, pc.invert(valid.fill_null(False)))[0].as_py()
         raise InputError(f"datapoint ids must be UUIDs, got {first!r}")
     return pc.unique(canonical).sort()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 from typing import Annotated, Any
 
@@ -68,9 +69,7 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
     if request.records is not None:
         if sources:
             raise HTTPException(400, "send either records or url(s), not both")
-        data = b"\n".join(
-            orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) for r in request.records
-        )
+        data = b"\n".join(_line(r) for r in request.records)
         if len(data) <= GROUP_MAX_BYTES and not options:  # committed with others arriving now
             return _started(svc.group.submit(data, organization_id=org, source="records"))
         upload = svc.uploads.create(data, organization_id=org, options=options)
@@ -93,6 +92,13 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
         raise HTTPException(400, f"one url per request, got {len(sources)}")
     svc.runner.submit(upload.id)
     return _started(upload)
+
+
+def _line(record: Any) -> bytes:
+    try:
+        return orjson.dumps(record)
+    except TypeError:  # integers beyond 64 bits: valid JSON only the standard library writes
+        return json.dumps(record, separators=(",", ":")).encode()
 
 
 def _started(upload: Upload) -> dict[str, Any]:

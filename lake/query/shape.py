@@ -157,6 +157,9 @@ def parse_order(order_by: object, desc: object, table: str) -> Order:
     return Order(column, descending)
 
 
+_MAX_COUNT = 2**31 - 1  # polars indexes rows with 32 bits: offset + limit must fit
+
+
 def parse_window(limit: object, offset: object) -> tuple[int | None, int]:
     """``limit`` (None: no limit) and ``offset`` (None: 0), both counted on primary rows."""
     return _count("limit", limit), _count("offset", offset) or 0
@@ -169,4 +172,4 @@ def _count(name: str, value: object) -> int | None:
         raise QueryError(f"{name} must be a whole number or null, got {value!r}")
     if value < 0:
         raise QueryError(f"{name} must not be negative, got {value}")
-    return value
+    return min(value, _MAX_COUNT)  # more than any table holds: the same as no bound
