@@ -170,6 +170,8 @@ class LocalStore(ObjectStore):
         self._thread_lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
+        if ".." in Path(key).parts or Path(key).is_absolute():
+            raise ConfigError(f"object key {key!r} would leave the lake's folder")
         return self.root / key
 
     def put(self, key: str, data: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from typing import Annotated, Any
 
@@ -31,6 +32,9 @@ class IngestRequest(BaseModel):
     records: list[Any] | None = None
     offset: int | None = Field(None, ge=0)
     limit: int | None = Field(None, ge=0)
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe(16) gives
 
 
 def _landing_key(organization: str, token: str) -> str:
@@ -81,7 +85,10 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
                 f"cannot ingest {url!r}: give the url answered by /api/ingestion/upload "
                 "(ingestion from external URLs is not enabled on this server)",
             )
-        key = _landing_key(org, url[len(UPLOAD_SCHEME) :])
+        token = url[len(UPLOAD_SCHEME) :]
+        if not _TOKEN.fullmatch(token):
+            raise HTTPException(400, f"{url!r} is not a url answered by /api/ingestion/upload")
+        key = _landing_key(org, token)
         size = svc.lake.store.size(key)
         if size is not None and size <= GROUP_MAX_BYTES and not options:
             return _started(svc.group.submit_landed(key, organization_id=org, source=url))

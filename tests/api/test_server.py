@@ -221,3 +221,49 @@ def test_url_with_offset_and_limit_ingests_those_lines(api: Api) -> None:
         r["text"] for r in api.post("/api/datapoints/select", {"selectColumns": ["text"]})
     )
     assert texts == ["line 3", "line 4", "line 5"]  # the reference's islice(lines, 2, 5)
+
+
+def test_urls_outside_the_lake_are_refused_and_change_nothing(api: Api) -> None:
+    assert api.ingest([{"type": "IMAGE"}])["status"] == "SUCCEEDED"
+    before = api.lake.state()
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",  # link-local (cloud metadata)
+        "http://127.0.0.1:9/records.ndjson",  # loopback, not the lake's store
+        "http://localhost/records.ndjson",
+        "file:///etc/passwd",
+        "https://example.com/redirect?to=http://127.0.0.1/",  # would redirect
+        "s3://another-bucket/records.ndjson",
+    ]:
+        for body in ({"url": url}, {"urls": [url]}):
+            response = api.client.post("/api/ingestion/ingest", json=body, headers=api.headers())
+            assert response.status_code == 400, (url, response.text)
+            assert "ingestion from external URLs is not enabled" in response.text
+    for url in ("upload://../../../etc/passwd", "upload://x/../../y", "upload://"):
+        response = api.client.post(
+            "/api/ingestion/ingest", json={"url": url}, headers=api.headers()
+        )
+        assert response.status_code == 400, (url, response.text)
+        assert "is not a url answered by /api/ingestion/upload" in response.text
+    unknown = api.client.post(
+        "/api/ingestion/ingest",
+        json={"url": "upload://AAAAAAAAAAAAAAAAAAAAAA"},
+        headers=api.headers(),
+    )
+    assert unknown.status_code == 400 and "nothing was uploaded" in unknown.text
+    assert api.lake.state() == before  # no upload was even recorded
+
+
+def test_upload_file_names_never_become_paths(api: Api, tmp_path: Path) -> None:
+    for name in ("../../../escaped.ndjson", "/etc/passwd", "..\\..\\win.ndjson", "a/../../b"):
+        response = api.client.post(
+            "/api/ingestion/upload",
+            files={"file": (name, b'{"type": "IMAGE"}\n')},
+            headers=api.headers(),
+        )
+        assert response.status_code == 200, response.text
+        url = response.json()["url"]
+        assert url.startswith("upload://") and ".." not in url and "/" not in url[9:]
+        execution = api.post("/api/ingestion/ingest", {"url": url})
+        assert api.wait(execution["id"])["status"] == "SUCCEEDED"
+    assert not (tmp_path.parent / "escaped.ndjson").exists()
+    assert not any(p.name.endswith(("escaped.ndjson", "win.ndjson")) for p in tmp_path.rglob("*"))
