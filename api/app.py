@@ -60,7 +60,9 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_lake = lake or Lake(settings.lake)
-        uploads = Uploads(the_lake, max_line=settings.max_line_bytes)
+        uploads = Uploads(
+            the_lake, max_line=settings.max_line_bytes, batch_size=settings.batch_records
+        )
         runner = JobRunner(the_lake, workers=settings.job_workers, uploads=uploads)
         keys = ApiKeys(the_lake, cache_seconds=settings.key_cache_seconds)
         group = GroupCommitter(uploads, fallback=runner.submit)

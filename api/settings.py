@@ -7,6 +7,7 @@
 | ``SHOAL_MAX_BODY_MB`` | ``512`` | largest request body (uploads included) |
 | ``SHOAL_MAX_LINE_MB`` | ``64`` | largest NDJSON line of an upload |
 | ``SHOAL_JOB_WORKERS`` | ``1`` | uploads processed at the same time |
+| ``SHOAL_BATCH_RECORDS`` | ``50000`` | records of an upload applied per commit |
 | ``SHOAL_MINER_WORKERS`` | ``1`` | miner runs computed at the same time |
 | ``SHOAL_KEY_CACHE_SECONDS`` | ``5`` | how long a revoked key may still be accepted |
 | ``SHOAL_MAINTENANCE_HOURS`` | ``0`` (off) | run table maintenance every N hours |
@@ -29,6 +30,7 @@ class Settings(BaseSettings):
     max_body_mb: float = Field(default=512, gt=0)
     max_line_mb: float = Field(default=64, gt=0)
     job_workers: int = Field(default=1, ge=1, le=32)
+    batch_records: int = Field(default=50_000, ge=1, le=1_000_000)
     miner_workers: int = Field(default=1, ge=1, le=32)
     key_cache_seconds: float = Field(default=5.0, ge=0)
     maintenance_hours: float = Field(default=0, ge=0)

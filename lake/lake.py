@@ -27,6 +27,7 @@ import pyarrow.dataset as ds
 
 from lake.delta import DeltaStore
 from lake.errors import LockLostError, StorageError
+from lake.faults import crash_point
 from lake.storage import LakeLocation, ObjectStore, S3Options
 from lake.tables import SCHEMAS, TABLE_NAMES, empty
 
@@ -206,6 +207,7 @@ class Lake:
                 raise
             if txn.dirty or txn.progress != base.progress:
                 self.store.keep_lock()
+                crash_point("state.publish")
                 self._publish(base, txn.versions, txn.progress)
             if txn.dirty:
                 self.store.delete(_INTENT)
@@ -290,6 +292,7 @@ class Transaction:
             return
         self._begin(table)
         self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
+        crash_point("table.committed")
 
     def upsert(self, table: str, rows: pa.Table, delete_ids: Sequence[str] = ()) -> None:
         """Update rows by id (insert the new ones) and delete ``delete_ids``, in one commit.
@@ -299,8 +302,7 @@ class Transaction:
         if rows.num_rows == 0 and not delete_ids:
             return
         if not delete_ids and self.base.versions.get(table) is None:
-            self._begin(table)
-            self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
+            self.append(table, rows)
             return
         changed = [*rows.column("id").to_pylist(), *delete_ids]
         drop = pc.field("id").isin(pa.array(changed, pa.string()))
@@ -334,6 +336,7 @@ class Transaction:
             carried = carried.filter(inside)
         data = pa.concat_tables([rows.cast(SCHEMAS[table]), carried.cast(SCHEMAS[table])])
         self.versions[table] = self.lake.delta.replace(table, data, predicate)
+        crash_point("table.committed")
 
     def delete(self, table: str, key: str, keys: Sequence[str], drop: pc.Expression) -> None:
         """Delete the rows matching ``drop``; all of them have their ``key`` in ``keys``."""

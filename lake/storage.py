@@ -46,6 +46,8 @@ class S3Options:
     secret_access_key: str | None = None
     session_token: str | None = None
     region: str = "us-east-1"
+    # how long a writer that died keeps the lake's writer lock (renewed while a writer lives)
+    lock_lease_seconds: float = 120.0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> S3Options:
@@ -57,6 +59,8 @@ class S3Options:
             "session_token": env.get("AWS_SESSION_TOKEN"),
             "region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
         }
+        if env.get("SHOAL_LOCK_LEASE_SECONDS"):
+            values["lock_lease_seconds"] = float(env["SHOAL_LOCK_LEASE_SECONDS"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -291,6 +295,7 @@ class S3Store(ObjectStore):
             region_name=opts.region,
             config=Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=16),
         )
+        self.lease_seconds = opts.lock_lease_seconds
         self._thread_lock = threading.Lock()
         self._owner = uuid.uuid4().hex
         self._lease: tuple[str, float] | None = None  # (ETag, when taken or renewed)

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from lake import ids
 from lake.columnar import FastBatch, plan_batch
 from lake.errors import InputError, LakeError, NotFoundError, RecordError
+from lake.faults import crash_point
 from lake.ingest import BatchCounts, BatchPlanner, IdSource
 from lake.lake import Lake, LakeState
 from lake.ndjson import DEFAULT_MAX_LINE, RawBatch, parse_line, read_batches
@@ -426,6 +427,7 @@ class Uploads:
                 exc.line = line.number
                 errors.append(exc)
         finish_logits(specs)
+        crash_point("upload.parsed")
         return PreparedBatch(raw.last_line, len(raw), now, batch, specs, errors)
 
     def _commit_batch(

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lake.errors import LakeError
+from lake.faults import crash_point
 from lake.lake import Lake
 from lake.miners.config import MinerConfig
 from lake.miners.mine import mine, seed_of
@@ -156,3 +157,4 @@ class MinerRunner:
 
 def _note(run: _Run, done: int, total: int) -> None:
     run.done, run.total = done, total
+    crash_point("miner.pick")
