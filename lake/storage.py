@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -273,6 +274,33 @@ class LocalStore(ObjectStore):
             self._thread_lock.release()
 
 
+class _StorageErrors(io.RawIOBase):
+    """A stream whose read failures (the connection lost mid-object) are StorageErrors."""
+
+    def __init__(self, body: Any, key: str) -> None:
+        self.body = body
+        self.key = key
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return bytes(self.body.read(None if size < 0 else size))
+        except Exception as exc:
+            raise StorageError(f"reading {self.key!r} from the lake failed: {exc}") from exc
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.body.close()
+        super().close()
+
+
 class S3Store(ObjectStore):
     """A lake under ``s3://bucket/prefix`` on any S3-compatible server with conditional PUT."""
 
@@ -356,7 +384,7 @@ class S3Store(ObjectStore):
             response = self._call("get", self.client.get_object, Key=self._key(key))
         except ClientError as exc:
             raise StorageError(f"object {key!r} not readable in the lake: {exc}") from exc
-        return response["Body"]
+        return io.BufferedReader(_StorageErrors(response["Body"], key), 1 << 20)
 
     def upload_file(self, key: str, source: str | os.PathLike[str]) -> None:
         try:
@@ -460,10 +488,13 @@ class S3Store(ObjectStore):
             if current is not None:
                 body, etag = current
                 try:
-                    expires_at = float(json.loads(body)["expires_at"])
+                    lease = json.loads(body)
+                    expires_at, owner = float(lease["expires_at"]), lease.get("owner")
                 except (ValueError, KeyError, TypeError):
-                    expires_at = 0.0
-                if expires_at < time.time():
+                    expires_at, owner = 0.0, None
+                # our own lease is one we could not release (the storage failed then): this
+                # process holds the thread lock, so nobody in it is using that lease
+                if expires_at < time.time() or owner == self._owner:
                     try:  # only one taker wins: the PUT is conditional on the stale ETag
                         response = self._call(
                             "lock",

@@ -24,7 +24,14 @@ import pyarrow.compute as pc
 
 from lake import ids
 from lake.columnar import FastBatch, plan_batch
-from lake.errors import InputError, LakeError, NotFoundError, RecordError
+from lake.errors import (
+    InputError,
+    LakeError,
+    LockTimeoutError,
+    NotFoundError,
+    RecordError,
+    StorageError,
+)
 from lake.faults import crash_point
 from lake.ingest import BatchCounts, BatchPlanner, IdSource
 from lake.lake import Lake, LakeState
@@ -193,10 +200,14 @@ class Uploads:
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_line: int = DEFAULT_MAX_LINE,
         fast_path: bool = True,
+        storage_patience: float = 300.0,
     ) -> None:
         self.lake = lake
         self.batch_size = batch_size
         self.max_line = max_line
+        # how long a run waits for unreachable storage (resuming after its last committed
+        # batch) before the upload fails
+        self.storage_patience = storage_patience
         self.fast_path = fast_path  # off: every record takes the per-record path (tests)
 
     # -- creating and reading ------------------------------------------------------------------
@@ -326,15 +337,35 @@ class Uploads:
 
     # -- running -------------------------------------------------------------------------------
     def run(self, upload_id: str, *, progress: ProgressCallback | None = None) -> Upload:
-        """Process a RUNNING upload to its end (resuming after its last committed batch)."""
+        """Process a RUNNING upload to its end (resuming after its last committed batch).
+
+        Storage that fails (unreachable, or the writer lock not free in time) does not fail
+        the upload: nothing of the batch in flight became visible, so the run waits with
+        backoff and resumes after its last committed batch, for ``storage_patience`` seconds;
+        then the upload fails (or, if even that cannot be recorded, stays RUNNING for the next
+        start to resume).
+        """
+        give_up = time.monotonic() + self.storage_patience
+        delay = 0.5
+        while True:
+            try:
+                return self._run_from_last_batch(upload_id, progress)
+            except (StorageError, LockTimeoutError) as exc:
+                if time.monotonic() + delay > give_up:
+                    upload = self.get(upload_id)
+                    return self._finish(upload, UploadStatus.FAILED, f"the lake failed: {exc}")
+                log.warning("upload %s: %s; resuming in %.1f s", upload_id, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _run_from_last_batch(self, upload_id: str, progress: ProgressCallback | None) -> Upload:
         upload = self.get(upload_id)
         if upload.status.finished:
             return upload
         deadline = _deadline(upload)
-        try:
-            stream = self.lake.store.open_read(upload.landing_key)
-        except LakeError as exc:
-            return self._finish(upload, UploadStatus.FAILED, f"cannot open the upload: {exc}")
+        if self.lake.store.size(upload.landing_key) is None:
+            return self._finish(upload, UploadStatus.FAILED, "cannot open the upload: it is gone")
+        stream = self.lake.store.open_read(upload.landing_key)
         with stream:
             return self._run(upload, stream, deadline, progress)
 
@@ -387,6 +418,8 @@ class Uploads:
                         )
             except InputError as exc:
                 return self._finish(upload, UploadStatus.FAILED, str(exc))
+            except (StorageError, LockTimeoutError):
+                raise  # transient: run() resumes after the last committed batch
             except LakeError as exc:
                 return self._finish(upload, UploadStatus.FAILED, f"the lake failed: {exc}")
             except Exception as exc:  # a bug: end the upload with it rather than hang RUNNING

@@ -31,6 +31,8 @@ class S3Server:
     bucket: str
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     data_dir: str | None = None
+    command: list[str] = field(default_factory=list, repr=False)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def client(self) -> Any:
         return boto3.client(
@@ -53,7 +55,8 @@ class S3Server:
                 time.sleep(0.1)
         client.create_bucket(Bucket=self.bucket)
 
-    def stop(self) -> None:
+    def stop(self, *, keep_data: bool = False) -> None:
+        """End the process; ``keep_data`` keeps its directory for :meth:`restart`."""
         if self.process is not None:
             self.process.terminate()
             try:
@@ -62,8 +65,14 @@ class S3Server:
                 self.process.kill()
                 self.process.wait()
             self.process = None
-        if self.data_dir:
+        if self.data_dir and not keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the stopped server again: same ports, same data."""
+        assert self.process is None and self.command, "restart() follows stop(keep_data=True)"
+        self.process = _launch(self.command, self.env, self.data_dir)
+        _wait_until_up(self, timeout)
 
 
 def _free_port(taken: set[int]) -> int:
@@ -94,45 +103,53 @@ def start(bucket: str = "shoal-test", timeout: float = 60.0) -> S3Server:
     master, volume, filer, s3 = (_free_port(taken) for _ in range(4))
     access, secret = "shoal-test-key", uuid.uuid4().hex
     env = dict(os.environ, AWS_ACCESS_KEY_ID=access, AWS_SECRET_ACCESS_KEY=secret)
-    log_path = Path(data_dir) / "weed.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                _weed_binary(),
-                "mini",
-                f"-dir={data_dir}",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                f"-master.port={master}",
-                f"-volume.port={volume}",
-                f"-filer.port={filer}",
-                f"-s3.port={s3}",
-                "-webdav=false",
-                "-admin.ui=false",
-                "-s3.port.iceberg=0",
-                "-s3.port.lance=0",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = S3Server(f"http://127.0.0.1:{s3}", access, secret, bucket, process, data_dir)
+    command = [
+        _weed_binary(),
+        "mini",
+        f"-dir={data_dir}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        f"-s3.port={s3}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+    ]
+    process = _launch(command, env, data_dir)
+    server = S3Server(
+        f"http://127.0.0.1:{s3}", access, secret, bucket, process, data_dir, command, env
+    )
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"weed mini exited: {log_path.read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(server.endpoint + "/", timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # 403 without a signature: the server answers
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"weed mini did not answer within {timeout:.0f} s") from None
-                time.sleep(0.1)
+        _wait_until_up(server, timeout)
         server.create_bucket()
     except BaseException:
         server.stop()
         raise
     return server
+
+
+def _launch(command: list[str], env: dict[str, str], data_dir: str | None) -> Any:
+    log_path = Path(data_dir or tempfile.gettempdir()) / "weed.log"
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait_until_up(server: S3Server, timeout: float) -> None:
+    assert server.process is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            log = Path(server.data_dir or tempfile.gettempdir()) / "weed.log"
+            raise RuntimeError(f"weed mini exited: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(server.endpoint + "/", timeout=1)
+            return
+        except urllib.error.HTTPError:
+            return  # 403 without a signature: the server answers
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"weed mini did not answer within {timeout:.0f} s") from None
+            time.sleep(0.1)
