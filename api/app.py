@@ -147,7 +147,7 @@ def _start_maintenance(
     def loop() -> None:
         while not stop.wait(settings.maintenance_hours * 3600):
             try:
-                maintain(lake)
+                maintain(lake, retention_hours=settings.retention_hours)
             except LakeError:
                 log.exception("table maintenance failed; will try again")
 

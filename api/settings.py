@@ -11,6 +11,7 @@
 | ``SHOAL_MINER_WORKERS`` | ``1`` | miner runs computed at the same time |
 | ``SHOAL_KEY_CACHE_SECONDS`` | ``5`` | how long a revoked key may still be accepted |
 | ``SHOAL_MAINTENANCE_HOURS`` | ``0`` (off) | run table maintenance every N hours |
+| ``SHOAL_RETENTION_HOURS`` | ``24`` | maintenance keeps files replaced less than N hours ago |
 
 S3 lakes take their endpoint and credentials from ``SHOAL_S3_ENDPOINT`` / ``AWS_*``.
 """
@@ -34,6 +35,7 @@ class Settings(BaseSettings):
     miner_workers: int = Field(default=1, ge=1, le=32)
     key_cache_seconds: float = Field(default=5.0, ge=0)
     maintenance_hours: float = Field(default=0, ge=0)
+    retention_hours: float = Field(default=24, ge=0)
 
     @property
     def max_body_bytes(self) -> int:

@@ -32,6 +32,11 @@ _COMMIT_RETRIES = 8
 TABLE_PROPERTIES = {"delta.enableExpiredLogCleanup": "false"}
 
 
+# delta-rs calls are made one at a time in a process: the soak test saw a write hang when
+# the server's threads called into delta-rs together (a write, and table loads and scans)
+_NATIVE = threading.RLock()
+
+
 class DeltaStore:
     """Delta tables under one lake root."""
 
@@ -51,7 +56,8 @@ class DeltaStore:
     def latest_version(self, table: str) -> int | None:
         """The newest committed version, or None when the table does not exist yet."""
         try:
-            return DeltaTable(self.uri(table), storage_options=self.options).version()
+            with _NATIVE:
+                return DeltaTable(self.uri(table), storage_options=self.options).version()
         except TableNotFoundError:
             return None
         except (DeltaError, OSError) as exc:
@@ -64,7 +70,8 @@ class DeltaStore:
         if cached is not None:
             return cached
         try:
-            dt = DeltaTable(self.uri(table), version=version, storage_options=self.options)
+            with _NATIVE:
+                dt = DeltaTable(self.uri(table), version=version, storage_options=self.options)
         except (DeltaError, OSError) as exc:
             raise StorageError(f"cannot open table {table!r} at version {version}: {exc}") from exc
         with self._cache_lock:
@@ -95,14 +102,16 @@ class DeltaStore:
         # which pyarrow cannot compare with plain string literals in filters
         schema = SCHEMAS[table]
         if prune is not None:
-            return self.open(table, version).to_pyarrow_dataset(
-                file_pruning_predicate=prune, schema=schema
-            )
+            table_object = self.open(table, version)
+            with _NATIVE:
+                return table_object.to_pyarrow_dataset(file_pruning_predicate=prune, schema=schema)
         key = (table, version)
         with self._cache_lock:
             cached = self._datasets.get(key)
         if cached is None:
-            cached = self.open(table, version).to_pyarrow_dataset(schema=schema)
+            table_object = self.open(table, version)
+            with _NATIVE:
+                cached = table_object.to_pyarrow_dataset(schema=schema)
             with self._cache_lock:
                 if len(self._datasets) > 64:
                     self._datasets.clear()
@@ -134,10 +143,14 @@ class DeltaStore:
             raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
 
     def scan(self, table: str, version: int) -> pl.LazyFrame:
-        return pl.scan_delta(self.open(table, version), storage_options=self.options)
+        table_object = self.open(table, version)
+        with _NATIVE:
+            return pl.scan_delta(table_object, storage_options=self.options)
 
     def count(self, table: str, version: int) -> int:
-        actions = self.open(table, version).get_add_actions(flatten=True)
+        table_object = self.open(table, version)
+        with _NATIVE:
+            actions = table_object.get_add_actions(flatten=True)
         column = pa.table(actions).column("num_records")
         return int(pc.sum(column).as_py() or 0)
 
@@ -149,7 +162,9 @@ class DeltaStore:
         statistics say, so they are always a correct partition; good statistics make each part
         read only its own files. No statistics: no points (one part).
         """
-        actions = pa.table(self.open(table, version).get_add_actions(flatten=True))
+        table_object = self.open(table, version)
+        with _NATIVE:
+            actions = pa.table(table_object.get_add_actions(flatten=True))
         low, high = f"min.{column}", f"max.{column}"
         if actions.num_rows == 0 or low not in actions.column_names:
             return []
@@ -207,6 +222,14 @@ class DeltaStore:
         """Checkpoint the table, then delete files no version in ``keep_versions`` (nor the
         latest) reads and that were removed more than ``retention_hours`` ago."""
         try:
+            return self._checkpoint_and_vacuum(table, keep_versions, retention_hours)
+        except (DeltaError, OSError) as exc:
+            raise StorageError(f"maintenance of table {table!r} failed: {exc}") from exc
+
+    def _checkpoint_and_vacuum(
+        self, table: str, keep_versions: Sequence[int], retention_hours: float
+    ) -> list[str]:
+        with _NATIVE:
             dt = DeltaTable(self.uri(table), storage_options=self.options)
             dt.create_checkpoint()
             return list(
@@ -217,8 +240,6 @@ class DeltaStore:
                     keep_versions=sorted(set(keep_versions)),
                 )
             )
-        except (DeltaError, OSError) as exc:
-            raise StorageError(f"maintenance of table {table!r} failed: {exc}") from exc
 
     def file_count(self, table: str, version: int) -> int:
         return len(self.open(table, version).file_uris())
@@ -245,7 +266,8 @@ class DeltaStore:
         delay = 0.05
         for attempt in range(_COMMIT_RETRIES):
             try:
-                return fn()
+                with _NATIVE:
+                    return fn()
             except CommitFailedError as exc:
                 self._writers.pop(table, None)
                 if attempt == _COMMIT_RETRIES - 1:

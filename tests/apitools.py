@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx2
 import uvicorn
 from fastapi.testclient import TestClient
 
@@ -81,3 +87,48 @@ def live_server(lake: Lake, **settings: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def server_process(
+    lake: Lake, s3: Any = None, *, crash_at: str | None = None, **env: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``python -m api`` on the lake in its own process, on a free loopback port; yields the
+    process and its URL. ``env`` adds SHOAL_* settings; ``crash_at`` sets SHOAL_CRASH_AT."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    environment = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SHOAL_", "AWS_", "DIOPTRA_"))
+    }
+    environment.update(SHOAL_LAKE=lake.uri, SHOAL_PORT=str(port), **env)
+    if s3 is not None:
+        environment.update(
+            SHOAL_S3_ENDPOINT=s3.endpoint,
+            AWS_ACCESS_KEY_ID=s3.access_key,
+            AWS_SECRET_ACCESS_KEY=s3.secret_key,
+        )
+    if crash_at:
+        environment["SHOAL_CRASH_AT"] = crash_at
+    log = tempfile.NamedTemporaryFile(prefix="shoal-server-", suffix=".log", delete=False)  # noqa: SIM115
+    # a file, not a pipe: a server that logs much must never block on a full pipe
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api"], env=environment, stdout=log, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(httpx2.TransportError):
+                if httpx2.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            assert process.poll() is None, Path(log.name).read_text()[-3000:]
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+        log.close()
+        Path(log.name).unlink(missing_ok=True)

@@ -5,19 +5,13 @@ result, and every table stays readable."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import pytest
+from apitools import server_process  # type: ignore[import-not-found]
 from conftest import s3_lake_uri, s3_options
 from s3server import S3Server
 
@@ -29,49 +23,8 @@ from lake.tables import TABLE_NAMES
 
 pytestmark = pytest.mark.s3
 RECORDS = 12_000
-BATCH = 3_000  # four batches per upload
-
-
-@contextlib.contextmanager
-def server(
-    lake: Lake, s3: S3Server, *, crash_at: str | None = None
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``python -m api`` on the lake, in its own process (killed at ``crash_at`` if given)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOAL_", "AWS_", "DIOPTRA_"))}
-    env.update(
-        SHOAL_LAKE=lake.uri,
-        SHOAL_PORT=str(port),
-        SHOAL_BATCH_RECORDS=str(BATCH),
-        SHOAL_LOCK_LEASE_SECONDS="3",  # a killed writer's lock frees itself quickly
-        SHOAL_S3_ENDPOINT=s3.endpoint,
-        AWS_ACCESS_KEY_ID=s3.access_key,
-        AWS_SECRET_ACCESS_KEY=s3.secret_key,
-    )
-    if crash_at:
-        env["SHOAL_CRASH_AT"] = crash_at
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx2.TransportError):
-                if httpx2.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.1)
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
-        if process.stderr is not None:
-            process.stderr.close()
+# four batches per upload; a killed writer's lock frees itself quickly
+ENV = {"SHOAL_BATCH_RECORDS": "3000", "SHOAL_LOCK_LEASE_SECONDS": "3"}
 
 
 def killed(process: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -131,11 +84,11 @@ def test_an_upload_killed_mid_way_ends_exactly_once(
 ) -> None:
     lake, key = s3_lake
     source = write_records(tmp_path / "records.ndjson", RECORDS)
-    with server(lake, s3_server, crash_at=crash_at) as (process, url):
+    with server_process(lake, s3_server, crash_at=crash_at, **ENV) as (process, url):
         with sdk.Client(url, key, retries=0) as client:
             upload = sdk.upload_to_lake(source, client=client, progress=False)
         killed(process)
-    with server(lake, s3_server) as (_, url), sdk.Client(url, key) as client:
+    with server_process(lake, s3_server, **ENV) as (_, url), sdk.Client(url, key) as client:
         execution = sdk.Upload(upload.id, client).wait(timeout=180)
     assert execution["status"] == "SUCCEEDED"
     assert execution["output"]["datapoints_created"] == RECORDS
@@ -148,19 +101,19 @@ def test_a_dataset_commit_killed_mid_way_is_all_or_nothing(
     lake, key = s3_lake
     n = 2_000
     source = write_records(tmp_path / "records.ndjson", n)
-    with server(lake, s3_server) as (_, url), sdk.Client(url, key) as client:
+    with server_process(lake, s3_server, **ENV) as (_, url), sdk.Client(url, key) as client:
         sdk.upload_to_lake(source, client=client, progress=False, wait=True)
         dataset = sdk.Dataset.create("crash", client=client)
         ids = sdk.select_datapoints([], columns=["id"], client=client)["id"].to_list()
         assert dataset.add(ids) == n
     # the first table commit of the new process is the commit's: die right after it
-    with server(lake, s3_server, crash_at="table.committed:1") as (process, url):
+    with server_process(lake, s3_server, **ENV, crash_at="table.committed:1") as (process, url):
         with sdk.Client(url, key, retries=0) as client, pytest.raises(sdk.ShoalError):
             sdk.Dataset.get(dataset.id, client=client).commit("interrupted")
         killed(process)
     for table in TABLE_NAMES:
         lake.read(table)
-    with server(lake, s3_server) as (_, url), sdk.Client(url, key) as client:
+    with server_process(lake, s3_server, **ENV) as (_, url), sdk.Client(url, key) as client:
         again = sdk.Dataset.get(dataset.id, client=client)
         history = again.history()
         assert [v["committed"] for v in history] == [False]  # nothing of the commit is visible
@@ -176,15 +129,15 @@ def test_a_miner_run_killed_mid_way_resumes_to_the_same_result(
     lake, key = s3_lake
     n = 2_000
     source = write_records(tmp_path / "records.ndjson", n)
-    with server(lake, s3_server) as (_, url), sdk.Client(url, key) as client:
+    with server_process(lake, s3_server, **ENV) as (_, url), sdk.Client(url, key) as client:
         sdk.upload_to_lake(source, client=client, progress=False, wait=True)
         miner = sdk.CoresetMiner("crash", 300, [], "m:layer", client=client)
-    with server(lake, s3_server, crash_at="miner.pick:100") as (process, url):
+    with server_process(lake, s3_server, **ENV, crash_at="miner.pick:100") as (process, url):
         with sdk.Client(url, key, retries=0) as client:
             sdk.Miner.get(miner.id, client=client).run()
         killed(process)
     assert Miners(lake).get(miner.id).task.status == "STARTED"  # left as it was
-    with server(lake, s3_server) as (_, url), sdk.Client(url, key) as client:
+    with server_process(lake, s3_server, **ENV) as (_, url), sdk.Client(url, key) as client:
         picked = sdk.Miner.get(miner.id, client=client).wait(timeout=120, progress=False)
     stored = Miners(lake).get(miner.id)
     expected = mine(lake, stored.config, organization_id="acme", seed=seed_of(miner.id))
