@@ -33,7 +33,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from api import cli_miners
 from lake import Lake, LakeError, Uploads
 
 
@@ -41,7 +40,7 @@ def _lake(args: argparse.Namespace) -> Lake:
     return Lake(args.lake)
 
 
-def _print_json(value: Any) -> None:
+def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, default=str) + "\n")
     sys.stdout.flush()
 
@@ -71,34 +70,35 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             upload = uploads.run(upload.id, progress=progress)
         summary = upload.summary(max_errors=args.max_errors)
         summary["file"] = path
-        _print_json(summary)
+        print_json(summary)
         failed |= upload.status != "SUCCEEDED"
     return 1 if failed else 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    _print_json(_lake(args).stats())
+    print_json(_lake(args).stats())
     return 0
 
 
-def _filters(text: str) -> Any:
+def json_option(text: str, option: str = "--filters") -> Any:
+    """The value of an option given as JSON text."""
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise LakeError(f"--filters is not valid JSON: {exc}") from None
+        raise LakeError(f"{option} is not valid JSON: {exc}") from None
 
 
 def cmd_select(args: argparse.Namespace) -> int:
     if args.endpoint:
         from api import remote
 
-        return remote.select(args, _filters(args.filters))
+        return remote.select(args, json_option(args.filters))
     from lake.query import select, write
 
     rows = select(
         _lake(args),
         args.table,
-        filters=_filters(args.filters),
+        filters=json_option(args.filters),
         columns=args.columns,
         order_by=args.order_by,
         desc=args.desc,
@@ -131,14 +131,14 @@ def cmd_delete(args: argparse.Namespace) -> int:
     deleted = delete(
         _lake(args),
         args.table,
-        filters=_filters(args.filters),
+        filters=json_option(args.filters),
         order_by=args.order_by,
         desc=args.desc,
         limit=args.limit,
         offset=args.offset,
         organization_id=args.org,
     )
-    _print_json({"deleted": deleted.num_rows, "ids": deleted.column("id").to_pylist()})
+    print_json({"deleted": deleted.num_rows, "ids": deleted.column("id").to_pylist()})
     return 0
 
 
@@ -148,7 +148,7 @@ def _datasets(args: argparse.Namespace) -> Any:
     return Datasets(_lake(args), organization_id=args.org)
 
 
-def _dataset_id(datasets: Any, name_or_id: str) -> str:
+def find_dataset_id(datasets: Any, name_or_id: str) -> str:
     from lake import ids
 
     if ids.canonical(name_or_id) is not None:
@@ -174,7 +174,7 @@ def _datapoint_ids(args: argparse.Namespace) -> Any:
         rows = select(
             _lake(args),
             "datapoints",
-            filters=_filters(args.filters),
+            filters=json_option(args.filters),
             columns=["id"],
             organization_id=args.org,
         )
@@ -189,33 +189,33 @@ def cmd_datasets(args: argparse.Namespace) -> int:
         from api import remote
 
         filters = getattr(args, "filters", None)
-        return remote.datasets(args, None if filters is None else _filters(filters))
+        return remote.datasets(args, None if filters is None else json_option(filters))
     datasets = _datasets(args)
     action = args.action
     if action == "list":
         for dataset in datasets.list_datasets():
-            _print_json(dataset.to_row())
+            print_json(dataset.to_row())
     elif action == "create":
-        _print_json(datasets.create(args.name).to_row())
+        print_json(datasets.create(args.name).to_row())
     elif action in ("add", "remove"):
-        dataset_id = _dataset_id(datasets, args.dataset)
+        dataset_id = find_dataset_id(datasets, args.dataset)
         method = datasets.add if action == "add" else datasets.remove
-        _print_json(
+        print_json(
             {action + ("ed" if action == "add" else "d"): method(dataset_id, _datapoint_ids(args))}
         )
     elif action == "commit":
-        _print_json(
-            _version_json(datasets.commit(_dataset_id(datasets, args.dataset), args.message))
+        print_json(
+            _version_json(datasets.commit(find_dataset_id(datasets, args.dataset), args.message))
         )
     elif action == "history":
-        for version in datasets.versions(_dataset_id(datasets, args.dataset)):
-            _print_json(_version_json(version))
+        for version in datasets.versions(find_dataset_id(datasets, args.dataset)):
+            print_json(_version_json(version))
     elif action == "checkout":
-        version = datasets.checkout(_dataset_id(datasets, args.dataset), args.version)
-        _print_json({"checked_out": version.id})
+        version = datasets.checkout(find_dataset_id(datasets, args.dataset), args.version)
+        print_json({"checked_out": version.id})
     elif action == "diff":
         diff = datasets.diff(args.version1, args.version2)
-        _print_json(
+        print_json(
             {
                 "version1": diff.version1,
                 "version2": diff.version2,
@@ -226,7 +226,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     elif action == "export":
         cmd_export(args, datasets)
     elif action == "delete":
-        _print_json({"deleted": datasets.delete(_dataset_id(datasets, args.dataset)).id})
+        print_json({"deleted": datasets.delete(find_dataset_id(datasets, args.dataset)).id})
     return 0
 
 
@@ -238,7 +238,7 @@ def cmd_export(args: argparse.Namespace, datasets: Any) -> None:
 
     version = args.version
     if ids.canonical(version) is None:  # a dataset name: its working version
-        version = datasets.working(_dataset_id(datasets, version)).id
+        version = datasets.working(find_dataset_id(datasets, version)).id
     with tqdm(unit=" datapoints", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
         count = export(
             datasets,
@@ -248,14 +248,14 @@ def cmd_export(args: argparse.Namespace, datasets: Any) -> None:
             frozen=args.frozen,
             progress=lambda done: bar.update(done - bar.n),
         )
-    _print_json({"version": version, "datapoints": count, "path": args.path, "format": args.format})
+    print_json({"version": version, "datapoints": count, "path": args.path, "format": args.format})
 
 
 def cmd_maintain(args: argparse.Namespace) -> int:
     from lake.maintenance import maintain
 
     for report in maintain(_lake(args), retention_hours=args.retention_hours):
-        _print_json(report.__dict__)
+        print_json(report.__dict__)
     return 0
 
 
@@ -292,12 +292,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     keys = ApiKeys(_lake(args))
     if args.action == "create":
         record, key = keys.create(args.org, name=args.name)
-        _print_json({**record.to_dict(), "key": key})
+        print_json({**record.to_dict(), "key": key})
     elif args.action == "list":
         for record in keys.list_keys(organization_id=args.org):
-            _print_json(record.to_dict())
+            print_json(record.to_dict())
     else:
-        _print_json(keys.revoke(args.key_id).to_dict())
+        print_json(keys.revoke(args.key_id).to_dict())
     return 0
 
 
@@ -401,6 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     delete.set_defaults(func=cmd_delete)
 
     _dataset_commands(commands, lake_option)
+    from api import cli_miners  # it uses this module's helpers
+
     cli_miners.add_commands(commands, lake_option, remote_options)
 
     maintain = commands.add_parser("maintain", help="compact, checkpoint and vacuum the tables")

@@ -7,7 +7,6 @@ as the server would; with ``--endpoint`` every action goes through the server (S
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from api.cli import find_dataset_id, json_option, print_json
 from lake import Lake, LakeError
 
 
@@ -70,31 +70,19 @@ def config_from(args: argparse.Namespace) -> dict[str, Any]:
         "strategy": args.strategy,
         "size": args.size,
         "model_name": args.model,
-        "select": {"filters": _json(args.filters, "--filters")},
+        "select": {"filters": json_option(args.filters)},
     }
     for key, value in (("limit", args.limit), ("order_by", args.order_by), ("desc", args.desc)):
         if value is not None:
             config["select"][key] = value
     if args.reference_filters is not None:
         config["select_reference"] = {
-            "filters": _json(args.reference_filters, "--reference-filters")
+            "filters": json_option(args.reference_filters, "--reference-filters")
         }
     for key in ("embeddings_field", "metric", "seed"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     return config
-
-
-def _json(text: str, option: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise LakeError(f"{option} is not JSON: {exc}") from None
-
-
-def _print(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, default=str) + "\n")
-    sys.stdout.flush()
 
 
 def cmd_miners(args: argparse.Namespace) -> int:
@@ -109,14 +97,14 @@ def cmd_miners(args: argparse.Namespace) -> int:
     miners = Miners(lake, organization_id=args.org)
     action = args.action
     if action == "create":
-        _print({"miner_id": miners.create(MinerConfig.parse(config_from(args))).id})
+        print_json({"miner_id": miners.create(MinerConfig.parse(config_from(args))).id})
     elif action == "list":
         for miner in miners.list_miners():
-            _print(wire.miner(miner))
+            print_json(wire.miner(miner))
     elif action == "show":
-        _print(wire.miner(miners.get(args.miner)))
+        print_json(wire.miner(miners.get(args.miner)))
     elif action == "status":
-        _print(wire.task(miners.get(args.miner), with_result=False))
+        print_json(wire.task(miners.get(args.miner), with_result=False))
     elif action == "results":
         ids = miners.get(args.miner).task.result or []
         if args.add_to_dataset:
@@ -124,12 +112,12 @@ def cmd_miners(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write("".join(f"{i}\n" for i in ids))
     elif action == "reset":
-        _print(wire.task(miners.reset(args.miner)))
+        print_json(wire.task(miners.reset(args.miner)))
     elif action == "delete":
-        _print({"deleted": miners.delete(args.miner).id})
+        print_json({"deleted": miners.delete(args.miner).id})
     else:  # run
         done = _run_here(lake, args)
-        _print(wire.task(done, with_result=False))
+        print_json(wire.task(done, with_result=False))
         return 0 if done.task.status is TaskStatus.SUCCESS else 1
     return 0
 
@@ -158,18 +146,12 @@ def _run_here(lake: Lake, args: argparse.Namespace) -> Any:
 
 
 def _add_to_dataset(lake: Lake, args: argparse.Namespace, ids: list[str]) -> None:
-    from lake import ids as id_tools
     from lake.datasets import Datasets
     from lake.errors import NotFoundError
 
     datasets = Datasets(lake, organization_id=args.org)
-    name = args.add_to_dataset
-    canonical = id_tools.canonical(name)
-    if canonical is not None:
-        dataset = datasets.get(canonical)
-    else:
-        try:
-            dataset = datasets.get_by_name(name)
-        except NotFoundError:
-            dataset = datasets.create(name)
-    _print({"dataset": dataset.id, "added": datasets.add(dataset.id, ids) if ids else 0})
+    try:
+        target = find_dataset_id(datasets, args.add_to_dataset)
+    except NotFoundError:  # a name no dataset has yet
+        target = datasets.create(args.add_to_dataset).id
+    print_json({"dataset": target, "added": datasets.add(target, ids) if ids else 0})

@@ -7,20 +7,15 @@ the key comes from ``--api-key`` or ``SHOAL_API_KEY``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 import sdk
+from api.cli import print_json
 
 
 def client(args: argparse.Namespace) -> sdk.Client:
     return sdk.Client(args.endpoint, args.api_key)
-
-
-def _print(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, default=str) + "\n")
-    sys.stdout.flush()
 
 
 def upload(args: argparse.Namespace) -> int:
@@ -33,14 +28,14 @@ def _upload(args: argparse.Namespace, c: sdk.Client) -> int:
     for path in args.files:
         handle = sdk.upload_to_lake(path, client=c, progress=not args.quiet and sys.stderr.isatty())
         if not args.wait:
-            _print({"id": handle.id, "status": "RUNNING", "file": path})
+            print_json({"id": handle.id, "status": "RUNNING", "file": path})
             continue
         try:
             execution = handle.wait(args.timeout)
         except sdk.UploadFailed as exc:
             execution = handle.execution or {"id": handle.id, "status": exc.status}
             failed = True
-        _print({**execution, "file": path})
+        print_json({**execution, "file": path})
     return 1 if failed else 0
 
 
@@ -48,7 +43,7 @@ def status(args: argparse.Namespace) -> int:
     with client(args) as c:
         upload = sdk.Upload(args.upload_id, c)
         upload.status()
-    _print(upload.execution)
+    print_json(upload.execution)
     return 0
 
 
@@ -123,26 +118,26 @@ def _datasets(args: argparse.Namespace, c: sdk.Client, filters: Any) -> int:
 
     if action == "list":
         for dataset in sdk.list_datasets(client=c):
-            _print(dataset.row)
+            print_json(dataset.row)
     elif action == "create":
-        _print(sdk.Dataset.create(args.name, client=c).row)
+        print_json(sdk.Dataset.create(args.name, client=c).row)
     elif action == "add":
-        _print({"added": find(args.dataset).add(ids())})
+        print_json({"added": find(args.dataset).add(ids())})
     elif action == "remove":
-        _print({"removed": find(args.dataset).remove(ids())})
+        print_json({"removed": find(args.dataset).remove(ids())})
     elif action == "commit":
-        _print({"committed": find(args.dataset).commit(args.message)})
+        print_json({"committed": find(args.dataset).commit(args.message)})
     elif action == "history":
         for version in find(args.dataset).history():
-            _print(version)
+            print_json(version)
     elif action == "checkout":
-        _print({"checked_out": find(args.dataset).checkout(args.version)})
+        print_json({"checked_out": find(args.dataset).checkout(args.version)})
     elif action == "diff":
-        _print(c.request("GET", f"/api/dataset/diff/{args.version1}/{args.version2}"))
+        print_json(c.request("GET", f"/api/dataset/diff/{args.version1}/{args.version2}"))
     elif action == "delete":
         dataset = find(args.dataset)
         dataset.delete()
-        _print({"deleted": dataset.id})
+        print_json({"deleted": dataset.id})
     else:
         raise sdk.ConfigError(f"'datasets {action}' runs on an embedded lake only (use --lake)")
     return 0
@@ -157,41 +152,45 @@ def _miners(args: argparse.Namespace, c: sdk.Client, config: dict[str, Any] | No
     action = args.action
     if action == "create":
         assert config is not None
-        _print({"miner_id": sdk.Miner.create(config, client=c).id})
+        print_json({"miner_id": sdk.Miner.create(config, client=c).id})
         return 0
     if action == "list":
         for found in sdk.list_miners(client=c):
-            _print(found.config)
+            print_json(found.config)
         return 0
     miner = sdk.Miner.get(args.miner, client=c)
     if action == "show":
-        _print(miner.config)
+        print_json(miner.config)
     elif action == "status":
-        _print({k: v for k, v in miner.task().items() if k != "result"})
+        print_json(_without_result(miner.task()))
     elif action == "results":
         if args.add_to_dataset:
             added = miner.add_results_to(_find_dataset(args.add_to_dataset, c))
-            _print({"dataset": args.add_to_dataset, "added": added})
+            print_json({"dataset": args.add_to_dataset, "added": added})
         else:
             sys.stdout.write("".join(f"{i}\n" for i in miner.results()))
     elif action == "reset":
         miner.reset()
-        _print(miner.task())
+        print_json(miner.task())
     elif action == "delete":
         miner.delete()
-        _print({"deleted": miner.id})
+        print_json({"deleted": miner.id})
     else:  # run
         miner.run()
         if not args.wait:
-            _print(miner.task())
+            print_json(miner.task())
             return 0
         try:
             miner.wait(args.timeout, progress=sys.stderr.isatty())
         except sdk.MinerFailed:
-            _print({k: v for k, v in miner.task().items() if k != "result"})
+            print_json(_without_result(miner.task()))
             return 1
-        _print({k: v for k, v in miner.task().items() if k != "result"})
+        print_json(_without_result(miner.task()))
     return 0
+
+
+def _without_result(task: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in task.items() if k != "result"}
 
 
 def _find_dataset(name_or_id: str, c: sdk.Client) -> sdk.Dataset | str:

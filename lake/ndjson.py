@@ -293,6 +293,16 @@ def parse_line(data: bytes) -> Any:
         raise RecordError("malformed JSON: nested too deeply") from None
 
 
+def dump_json(value: Any) -> str:
+    """Compact JSON text of a parsed value, as :func:`parse_line` reads it back: non-finite
+    floats become null, and integers beyond 64 bits (which orjson refuses) are kept."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        pass
+    return json.dumps(_drop_non_finite(value), separators=(",", ":"), ensure_ascii=False)
+
+
 def _drop_non_finite(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None

@@ -8,18 +8,17 @@ masks, boxes, vectors) computed. Nothing here reads the lake; applying a spec to
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from lake import derive
 from lake.encoding import decode_npy
 from lake.errors import RecordError
 from lake.ids import canonical
+from lake.ndjson import dump_json
 
 DATAPOINT_TYPES = frozenset({"IMAGE", "VIDEO", "AUDIO", "TEXT"})
 TASK_TYPES = frozenset(
@@ -123,12 +122,8 @@ def json_text(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        pass
-    try:  # integers beyond 64 bits: valid JSON that only the standard library writes
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return dump_json(value)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise RecordError(f"cannot be stored as JSON: {exc}") from exc
 
 

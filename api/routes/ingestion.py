@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import secrets
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, File, HTTPException, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import wire
 from api.deps import Org, Svc
 from lake.groups import GROUP_MAX_BYTES
+from lake.ndjson import dump_json
 from lake.uploads import Upload
 
 router = APIRouter(tags=["ingestion"])
@@ -73,7 +72,7 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
     if request.records is not None:
         if sources:
             raise HTTPException(400, "send either records or url(s), not both")
-        data = b"\n".join(_line(r) for r in request.records)
+        data = "\n".join(dump_json(r) for r in request.records).encode()
         if len(data) <= GROUP_MAX_BYTES and not options:  # committed with others arriving now
             return _started(svc.group.submit(data, organization_id=org, source="records"))
         upload = svc.uploads.create(data, organization_id=org, options=options)
@@ -99,13 +98,6 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
         raise HTTPException(400, f"one url per request, got {len(sources)}")
     svc.runner.submit(upload.id)
     return _started(upload)
-
-
-def _line(record: Any) -> bytes:
-    try:
-        return orjson.dumps(record)
-    except TypeError:  # integers beyond 64 bits: valid JSON only the standard library writes
-        return json.dumps(record, separators=(",", ":")).encode()
 
 
 def _started(upload: Upload) -> dict[str, Any]:
