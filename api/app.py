@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
 from api.deps import Services
+from api.fetch import UrlFetcher
 from api.routes import datasets, ingestion, miners, query
 from api.settings import Settings
 from lake import JobRunner, Lake, Uploads
@@ -60,8 +61,14 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         the_lake = lake or Lake(settings.lake)
+        fetcher = UrlFetcher.for_lake(
+            the_lake.location, settings.url_hosts, max_bytes=settings.max_url_bytes
+        )
         uploads = Uploads(
-            the_lake, max_line=settings.max_line_bytes, batch_size=settings.batch_records
+            the_lake,
+            max_line=settings.max_line_bytes,
+            batch_size=settings.batch_records,
+            fetcher=fetcher,
         )
         runner = JobRunner(the_lake, workers=settings.job_workers, uploads=uploads)
         keys = ApiKeys(the_lake, cache_seconds=settings.key_cache_seconds)

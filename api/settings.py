@@ -6,6 +6,8 @@
 | ``SHOAL_HOST`` / ``SHOAL_PORT`` | ``127.0.0.1`` / ``8000`` | where ``shoal serve`` listens |
 | ``SHOAL_MAX_BODY_MB`` | ``512`` | largest request body (uploads included) |
 | ``SHOAL_MAX_LINE_MB`` | ``64`` | largest NDJSON line of an upload |
+| ``SHOAL_URL_HOSTS`` | (none) | more hosts uploads are fetched from (see below) |
+| ``SHOAL_MAX_URL_MB`` | ``16384`` | largest file fetched from a URL |
 | ``SHOAL_JOB_WORKERS`` | ``1`` | uploads processed at the same time |
 | ``SHOAL_BATCH_RECORDS`` | ``50000`` | records of an upload applied per commit |
 | ``SHOAL_MINER_WORKERS`` | ``1`` | miner runs computed at the same time |
@@ -13,12 +15,14 @@
 | ``SHOAL_MAINTENANCE_HOURS`` | ``0`` (off) | run table maintenance every N hours |
 | ``SHOAL_RETENTION_HOURS`` | ``24`` | maintenance keeps files replaced less than N hours ago |
 
+``SHOAL_URL_HOSTS`` lists, comma separated, the hosts (``host``, ``host:port``, ``*.domain``)
+that ``{"url"}`` ingestion may fetch from besides the lake's own object store (:mod:`api.fetch`).
 S3 lakes take their endpoint and credentials from ``SHOAL_S3_ENDPOINT`` / ``AWS_*``.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +34,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     max_body_mb: float = Field(default=512, gt=0)
     max_line_mb: float = Field(default=64, gt=0)
+    url_hosts: str = ""
+    max_url_mb: float = Field(default=16384, gt=0)
     job_workers: int = Field(default=1, ge=1, le=32)
     batch_records: int = Field(default=50_000, ge=1, le=1_000_000)
     miner_workers: int = Field(default=1, ge=1, le=32)
@@ -37,9 +43,21 @@ class Settings(BaseSettings):
     maintenance_hours: float = Field(default=0, ge=0)
     retention_hours: float = Field(default=24, ge=0)
 
+    @field_validator("url_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        from api.fetch import parse_hosts
+
+        parse_hosts(value)  # a ValueError names the bad entry
+        return value
+
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_body_mb * 2**20)
+
+    @property
+    def max_url_bytes(self) -> int:
+        return int(self.max_url_mb * 2**20)
 
     @property
     def max_line_bytes(self) -> int:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from starlette.concurrency import iterate_in_threadpool
 from starlette.responses import StreamingResponse
 
+from api.fetch import shown
 from lake.datasets import Dataset, DatasetVersion
 from lake.miners import Miner, TaskStatus
 from lake.query import Rows
@@ -94,7 +95,7 @@ def execution(upload: Upload) -> dict[str, Any]:
     return {
         "id": upload.id,
         "status": str(upload.status),
-        "input": {"source": upload.source, "options": upload.options},
+        "input": {"source": upload.source, "options": _options(upload.options)},
         "output": output,
         "progress": upload.progress() if not upload.status.finished else None,
         "errorMessage": upload.error_message or "",
@@ -102,6 +103,13 @@ def execution(upload: Upload) -> dict[str, Any]:
         "stopDate": iso(stop),
         "durationMs": duration,
     }
+
+
+def _options(options: dict[str, Any]) -> dict[str, Any]:
+    """An upload's options as shown: a fetched URL without its query (a signature)."""
+    if isinstance(options.get("url"), str):
+        return {**options, "url": shown(options["url"])}
+    return options
 
 
 def miner(m: Miner, *, progress: tuple[int, int] | None = None) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -51,6 +52,12 @@ class DeltaStore:
 
     def uri(self, table: str) -> str:
         return self.location.join(table)
+
+    def _filesystem(self, table: str) -> pafs.FileSystem:
+        """pyarrow's native file system at the table's root: data files are read by pyarrow's
+        I/O threads without calling back into Python (delta-rs's default hands pyarrow a
+        Python file handler, which the soak test saw deadlock under concurrent load)."""
+        return self.location.arrow_filesystem(table)
 
     # -- opening -----------------------------------------------------------------------------
     def latest_version(self, table: str) -> int | None:
@@ -104,14 +111,18 @@ class DeltaStore:
         if prune is not None:
             table_object = self.open(table, version)
             with _NATIVE:
-                return table_object.to_pyarrow_dataset(file_pruning_predicate=prune, schema=schema)
+                return table_object.to_pyarrow_dataset(
+                    file_pruning_predicate=prune, schema=schema, filesystem=self._filesystem(table)
+                )
         key = (table, version)
         with self._cache_lock:
             cached = self._datasets.get(key)
         if cached is None:
             table_object = self.open(table, version)
             with _NATIVE:
-                cached = table_object.to_pyarrow_dataset(schema=schema)
+                cached = table_object.to_pyarrow_dataset(
+                    schema=schema, filesystem=self._filesystem(table)
+                )
             with self._cache_lock:
                 if len(self._datasets) > 64:
                     self._datasets.clear()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import io
 import json
 import os
@@ -31,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import pyarrow.fs as pafs
 
 from lake.errors import ConfigError, LockLostError, LockTimeoutError, StorageError
 
@@ -64,6 +67,21 @@ class S3Options:
             values["lock_lease_seconds"] = float(env["SHOAL_LOCK_LEASE_SECONDS"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+@functools.cache
+def _s3_filesystem(opts: S3Options) -> pafs.S3FileSystem:
+    kwargs: dict[str, Any] = {"region": opts.region}
+    if opts.endpoint_url:
+        scheme, _, host = opts.endpoint_url.rpartition("://")
+        kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme or "https")
+    if opts.access_key_id and opts.secret_access_key:
+        kwargs.update(
+            access_key=opts.access_key_id,
+            secret_key=opts.secret_access_key,
+            session_token=opts.session_token,
+        )
+    return pafs.S3FileSystem(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -122,6 +140,15 @@ class LakeLocation:
 
     def open_store(self) -> ObjectStore:
         return S3Store(self) if self.scheme == "s3" else LocalStore(Path(self.path))
+
+    def arrow_filesystem(self, *parts: str) -> pafs.FileSystem:
+        """pyarrow's own file system rooted at ``parts`` under the lake, for reading data files.
+
+        Reads through it run in pyarrow's C++ I/O threads without calling back into Python.
+        """
+        if self.scheme != "s3":
+            return pafs.SubTreeFileSystem(str(Path(self.path, *parts)), pafs.LocalFileSystem())
+        return pafs.SubTreeFileSystem("/".join([self.path, *parts]), _s3_filesystem(self.s3))
 
 
 class ObjectStore(ABC):
@@ -222,9 +249,12 @@ class LocalStore(ObjectStore):
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as out:
-            shutil.copyfileobj(source, out, 1 << 20)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def size(self, key: str) -> int | None:
         try:

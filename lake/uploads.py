@@ -8,6 +8,8 @@ batch's rows, so a job interrupted at any point resumes after its last committed
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -47,6 +49,10 @@ MAX_STORED_ERRORS = 1000
 _ABORT_PREFIX = "_shoal/abort/"
 PENDING_PREFIX = "_shoal/pending/"  # uploads accepted for group commit
 _NATIVE_MIN_LINES = 64  # below this, parsing line by line is as quick
+
+#: Opens a URL for streaming (the server's allow-listed fetcher: :mod:`api.fetch`); raises
+#: :class:`InputError` with the reason when the URL may not or cannot be read, also mid-stream.
+Fetcher = Callable[[str], contextlib.AbstractContextManager[IO[bytes]]]
 
 
 class UploadStatus(StrEnum):
@@ -201,8 +207,10 @@ class Uploads:
         max_line: int = DEFAULT_MAX_LINE,
         fast_path: bool = True,
         storage_patience: float = 300.0,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.lake = lake
+        self.fetcher = fetcher  # None: uploads of URLs are refused
         self.batch_size = batch_size
         self.max_line = max_line
         # how long a run waits for unreachable storage (resuming after its last committed
@@ -256,6 +264,34 @@ class Uploads:
             source=label or landing_key.rsplit("/", 1)[-1],
             landing_key=landing_key,
             options=dict(options or {}),
+        )
+        self._save(upload)
+        return upload
+
+    def fetch(
+        self,
+        url: str,
+        *,
+        organization_id: str = DEFAULT_ORGANIZATION,
+        options: dict[str, Any] | None = None,
+        label: str = "",
+    ) -> Upload:
+        """Record a RUNNING upload of ``url``: its run first copies the file into the landing
+        area with the fetcher (a run resumed after a crash fetches again if the copy was not
+        complete), then applies it like any upload."""
+        if self.fetcher is None:
+            raise InputError(f"cannot ingest {label or url!r}: this lake does not fetch URLs")
+        now = datetime.now(UTC)
+        upload_id = ids.new_id()
+        upload = Upload(
+            upload_id,
+            organization_id,
+            UploadStatus.RUNNING,
+            now,
+            now,
+            source=label or url,
+            landing_key=f"_landing/{upload_id}",
+            options={**(options or {}), "url": url},
         )
         self._save(upload)
         return upload
@@ -364,10 +400,33 @@ class Uploads:
             return upload
         deadline = _deadline(upload)
         if self.lake.store.size(upload.landing_key) is None:
-            return self._finish(upload, UploadStatus.FAILED, "cannot open the upload: it is gone")
+            url = upload.options.get("url")
+            if not url:
+                return self._finish(
+                    upload, UploadStatus.FAILED, "cannot open the upload: it is gone"
+                )
+            try:
+                self._land(str(url), upload.landing_key)
+            except InputError as exc:
+                return self._finish(upload, UploadStatus.FAILED, str(exc))
         stream = self.lake.store.open_read(upload.landing_key)
         with stream:
             return self._run(upload, stream, deadline, progress)
+
+    def _land(self, url: str, key: str) -> None:
+        """Copy ``url`` to ``key`` with the fetcher; the copy appears whole or not at all."""
+        if self.fetcher is None:
+            raise InputError("this server does not fetch URLs: the upload cannot be read")
+        with self.fetcher(url) as response:
+            source = _SourceErrors(response)
+            try:
+                self.lake.store.upload_fileobj(key, io.BufferedReader(source, 1 << 20))
+            except StorageError:
+                if source.error is not None:  # the source failed, not the lake
+                    raise source.error from None
+                raise
+            if source.error is not None:
+                raise source.error
 
     def _run(
         self,
@@ -512,6 +571,26 @@ class Uploads:
             txn.set_progress(current.id, None)
         self.lake.store.delete(_ABORT_PREFIX + upload.id)
         return current
+
+
+class _SourceErrors(io.RawIOBase):
+    """A fetched stream whose read errors are kept, to tell them from the lake's own."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self.stream = stream
+        self.error: InputError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            data = self.stream.read(len(buffer))
+        except InputError as exc:
+            self.error = exc
+            raise
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _through(batches: Iterator[RawBatch], last: int) -> Iterator[RawBatch]:

@@ -35,6 +35,12 @@ def data_files(root: Path) -> int:
     return sum(1 for _ in root.glob("*/*.parquet"))
 
 
+def timed(steps: dict[str, list[float]], name: str, began: float) -> float:
+    now = time.monotonic()
+    steps.setdefault(name, []).append(now - began)
+    return now
+
+
 def test_mixed_load_keeps_memory_latency_and_files_flat(tmp_path: Path) -> None:
     seconds = float(os.environ.get("SHOAL_TEST_SOAK_SECONDS", "600"))
     root = tmp_path / "lake"
@@ -43,6 +49,7 @@ def test_mixed_load_keeps_memory_latency_and_files_flat(tmp_path: Path) -> None:
     env = {"SHOAL_MAINTENANCE_HOURS": str(60 / 3600), "SHOAL_RETENTION_HOURS": "0"}
     samples: list[tuple[float, float, int]] = []  # (elapsed, server RSS MiB, data files)
     latencies: list[tuple[float, float]] = []  # (elapsed, seconds of one cycle)
+    steps: dict[str, list[float]] = {}  # seconds of each step, in order
     with server_process(lake, **env) as (process, url), sdk.Client(url, key) as client:
         dataset = sdk.Dataset.create("soak", client=client)
         miner = sdk.EntropyMiner("soak", 20, [], "m", client=client)
@@ -66,18 +73,24 @@ def test_mixed_load_keeps_memory_latency_and_files_flat(tmp_path: Path) -> None:
                 }
                 for i in range(200)
             ]
+            step = time.monotonic()
             sdk.upload_to_lake(records, client=client, progress=False, wait=True)
+            step = timed(steps, "upload", step)
             tag = [
                 {"left": "tags.name", "op": "=", "right": "cycle"},
                 {"left": "tags.value", "op": "=", "right": str(cycle)},
             ]
             ids = sdk.select_datapoints(tag, columns=["id"], client=client)["id"].to_list()
             assert len(ids) == 200
+            step = timed(steps, "select", step)
             sdk.sql("SELECT count(*) AS n FROM predictions", client=client)
+            step = timed(steps, "sql", step)
             dataset.add(ids[:20])
             dataset.commit(f"cycle {cycle}")
+            step = timed(steps, "dataset", step)
             if cycle % 5 == 0:
                 assert len(miner.run().wait(timeout=120, progress=False)) == 20
+                timed(steps, "miner", step)
             latencies.append((elapsed, time.monotonic() - began))
             if not samples or elapsed - samples[-1][0] >= 10:
                 samples.append((elapsed, rss_mib(process.pid), data_files(root)))
@@ -92,6 +105,12 @@ def test_mixed_load_keeps_memory_latency_and_files_flat(tmp_path: Path) -> None:
     print(
         f"cycles {cycle}, median cycle {first:.2f} s in the first quarter, {last:.2f} s in the last"
     )
+    for name, times in steps.items():
+        part = max(1, len(times) // 4)
+        print(
+            f"{name:8s} median {statistics.median(times[:part]):.3f} s first quarter, "
+            f"{statistics.median(times[-part:]):.3f} s last quarter, max {max(times):.3f} s"
+        )
     warm = [rss for elapsed, rss, _ in samples if elapsed >= seconds / 5]
     assert max(warm) <= 1.3 * min(warm) + 100  # flat once warm
     assert last <= 2 * first + 0.5  # no drift

@@ -11,7 +11,8 @@ from fastapi import APIRouter, File, HTTPException, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import wire
-from api.deps import Org, Svc
+from api.deps import Org, Services, Svc
+from api.fetch import UrlFetcher, shown
 from lake.groups import GROUP_MAX_BYTES
 from lake.ndjson import dump_json
 from lake.uploads import Upload
@@ -79,11 +80,7 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
     elif len(sources) == 1:
         url = sources[0]
         if not url.startswith(UPLOAD_SCHEME):
-            raise HTTPException(
-                400,
-                f"cannot ingest {url!r}: give the url answered by /api/ingestion/upload "
-                "(ingestion from external URLs is not enabled on this server)",
-            )
+            return _fetch(url, org, svc, options)
         token = url[len(UPLOAD_SCHEME) :]
         if not _TOKEN.fullmatch(token):
             raise HTTPException(400, f"{url!r} is not a url answered by /api/ingestion/upload")
@@ -96,6 +93,17 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
         raise HTTPException(400, "nothing to ingest: send 'records', 'url' or 'urls'")
     else:
         raise HTTPException(400, f"one url per request, got {len(sources)}")
+    svc.runner.submit(upload.id)
+    return _started(upload)
+
+
+def _fetch(url: str, org: str, svc: Services, options: dict[str, Any]) -> dict[str, Any]:
+    """A URL of the lake's store or an allow-listed host: checked now, fetched by the job."""
+    fetcher = svc.uploads.fetcher
+    if not isinstance(fetcher, UrlFetcher):
+        raise HTTPException(400, f"cannot ingest {shown(url)!r}: this server does not fetch URLs")
+    fetcher.check(url)  # InputError: 400 naming the rule the URL breaks
+    upload = svc.uploads.fetch(url, organization_id=org, options=options, label=shown(url))
     svc.runner.submit(upload.id)
     return _started(upload)
 
