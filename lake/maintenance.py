@@ -1,12 +1,14 @@
 """Table maintenance: compact small files, checkpoint, vacuum what nothing needs any more.
 
-``maintain`` works inside a lake transaction, so no writer commits meanwhile (writers wait for
-the lock) and readers move to the compacted files atomically with the next lake state. For each
-table it compacts small files, writes a checkpoint, and vacuums the data files no reader needs:
+``maintain`` works on one table per lake transaction, so no writer commits meanwhile (writers
+wait for the lock, for one table's maintenance at most) and readers move to the compacted files
+atomically with the next lake state. For each table it compacts small files, writes a
+checkpoint, and vacuums the data files no reader needs:
 
 - files of the latest version, and of the version the previous lake state names, are kept;
-- files of every table version a committed dataset version recorded are kept (its frozen read
-  needs them), for as long as that dataset version exists;
+- files of every version of a data table (and of ``dataset_members``) a committed dataset
+  version recorded are kept (its frozen read needs them), for as long as that dataset version
+  exists;
 - files removed less than ``retention_hours`` ago are kept, for readers still reading an older
   lake state;
 - everything else (files replaced by updates, deletes and compactions) is deleted.
@@ -22,8 +24,12 @@ from dataclasses import dataclass
 
 import orjson
 
-from lake.lake import Lake
-from lake.tables import TABLE_NAMES
+from lake.lake import Lake, LakeState
+from lake.tables import DATA_TABLES, TABLE_NAMES
+
+#: What a frozen read of a committed dataset version reads at the lake state it recorded (the
+#: bookkeeping tables, uploads and miners among them, are always read at the latest state).
+FROZEN_TABLES = frozenset((*DATA_TABLES, "dataset_members"))
 
 DEFAULT_RETENTION_HOURS = 24.0
 DEFAULT_TARGET_SIZE = 128 * 2**20
@@ -45,20 +51,25 @@ def maintain(
     target_size: int = DEFAULT_TARGET_SIZE,
     progress: Callable[[str], None] | None = None,
 ) -> list[TableReport]:
-    """Compact, checkpoint and vacuum every table of ``lake``; return what was done."""
-    pinned = pinned_versions(lake)
+    """Compact, checkpoint and vacuum every table of ``lake``; return what was done.
+
+    One table per lake transaction: writers wait for one table's maintenance at most, and the
+    versions committed dataset versions pin are read under the same lock (a dataset committed
+    meanwhile cannot lose its files).
+    """
     reports = []
-    with lake.transaction() as txn:  # no writer commits meanwhile
-        for table in TABLE_NAMES:
+    for table in TABLE_NAMES:
+        with lake.transaction() as txn:  # no writer commits meanwhile
             base = txn.base.versions.get(table)
             if base is None:
                 continue
             if progress is not None:
                 progress(f"compacting {table}")
+            pinned = pinned_versions(lake, txn.base).get(table, set())
             files_before = lake.delta.file_count(table, base)
             txn.compact(table, target_size=target_size)
             # readers of the state being replaced, and a rollback to it, need its files too
-            keep = pinned.get(table, set()) | {base, txn.versions[table]}
+            keep = pinned | {base, txn.versions[table]}
             removed = lake.delta.checkpoint_and_vacuum(
                 table, keep_versions=sorted(keep), retention_hours=retention_hours
             )
@@ -68,18 +79,21 @@ def maintain(
                     files_before,
                     lake.delta.file_count(table, txn.versions[table]),
                     len(removed),
-                    len(pinned.get(table, set())),
+                    len(pinned),
                 )
             )
     return reports
 
 
-def pinned_versions(lake: Lake) -> dict[str, set[int]]:
-    """Table versions recorded by committed dataset versions (of every organization)."""
-    rows = lake.read("dataset_versions", columns=["lake_state"]).column("lake_state").to_pylist()
+def pinned_versions(lake: Lake, state: LakeState | None = None) -> dict[str, set[int]]:
+    """Versions of the tables frozen reads use (:data:`FROZEN_TABLES`) that committed dataset
+    versions (of every organization) recorded."""
+    rows = lake.read("dataset_versions", state=state, columns=["lake_state"])
+    rows = rows.column("lake_state").to_pylist()
     pinned: dict[str, set[int]] = {}
     for raw in rows:
         if raw:
             for table, version in orjson.loads(raw)["versions"].items():
-                pinned.setdefault(table, set()).add(int(version))
+                if table in FROZEN_TABLES:
+                    pinned.setdefault(table, set()).add(int(version))
     return pinned

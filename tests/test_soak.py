@@ -1,7 +1,10 @@
 """Soak: mixed load against one server process for ten minutes (``SHOAL_TEST_SOAK_SECONDS``):
-uploads, selects, SQL, dataset commits and miner runs, with maintenance every minute.
+uploads, selects, SQL, dataset additions and commits and miner runs, with maintenance every
+minute.
 
-The server's memory stays flat, latency does not drift, and the table files stay bounded.
+The server's memory stays flat, latency does not drift, and maintenance keeps the table files
+bounded: only the files of the latest table versions and of the versions committed dataset
+versions pin (their frozen reads) remain.
 Deselected by default (the marker ``soak``); run it with::
 
     python -m pytest -m soak tests/test_soak.py -s
@@ -20,6 +23,7 @@ from apitools import server_process  # type: ignore[import-not-found]
 import sdk
 from lake import Lake
 from lake.keys import ApiKeys
+from lake.maintenance import maintain, pinned_versions
 
 pytestmark = pytest.mark.soak
 
@@ -86,8 +90,10 @@ def test_mixed_load_keeps_memory_latency_and_files_flat(tmp_path: Path) -> None:
             sdk.sql("SELECT count(*) AS n FROM predictions", client=client)
             step = timed(steps, "sql", step)
             dataset.add(ids[:20])
-            dataset.commit(f"cycle {cycle}")
-            step = timed(steps, "dataset", step)
+            step = timed(steps, "add", step)
+            if cycle % 20 == 0:  # a version every ~half minute: each pins its files for good
+                dataset.commit(f"cycle {cycle}")
+                step = timed(steps, "commit", step)
             if cycle % 5 == 0:
                 assert len(miner.run().wait(timeout=120, progress=False)) == 20
                 timed(steps, "miner", step)
@@ -111,6 +117,31 @@ def test_mixed_load_keeps_memory_latency_and_files_flat(tmp_path: Path) -> None:
             f"{name:8s} median {statistics.median(times[:part]):.3f} s first quarter, "
             f"{statistics.median(times[-part:]):.3f} s last quarter, max {max(times):.3f} s"
         )
+    # with the server stopped, after one more maintenance: every file the latest table
+    # versions and the versions committed dataset versions pin (their frozen reads) is there,
+    # and nothing else but the files of the version each table had just before it
+    maintain(lake, retention_hours=0)
+
+    def files_of(table: str, versions: set[int]) -> set[str]:
+        return {
+            uri.rsplit("/", 1)[-1]
+            for version in versions
+            for uri in lake.delta.open(table, version).file_uris()
+        }
+
+    latest = lake.state().versions
+    pins = pinned_versions(lake)
+    on_disk = {table: {p.name for p in (root / table).glob("*.parquet")} for table in latest}
+    for table, version in latest.items():
+        needed = files_of(table, {version, *pins.get(table, set())})
+        assert needed <= on_disk[table], f"{table}: files of a kept version are gone"
+        previous = files_of(table, {version - 1} if version else set())
+        extra = on_disk[table] - needed - previous
+        assert not extra, f"{table}: {len(extra)} files no version needs"
+    print(
+        f"data files after maintenance: {sum(map(len, on_disk.values()))} "
+        f"({sum(len(p) for p in pins.values())} pinned table versions)"
+    )
     warm = [rss for elapsed, rss, _ in samples if elapsed >= seconds / 5]
     assert max(warm) <= 1.3 * min(warm) + 100  # flat once warm
     assert last <= 2 * first + 0.5  # no drift

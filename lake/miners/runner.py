@@ -4,17 +4,19 @@
 while it works is cancelled at its next step and records nothing. When the runner starts it
 resumes every run the lake still shows as queued or started (left by a process that stopped):
 a run is a pure function of the lake and the miner's configuration and seed, so running it
-again gives the result the interrupted run would have given.
+again gives the result the interrupted run would have given. For the same reason a run whose
+storage fails (an outage of the object store) is run again once it is back.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from lake.errors import LakeError
+from lake.errors import LakeError, LockTimeoutError, StorageError
 from lake.faults import crash_point
 from lake.lake import Lake
 from lake.miners.config import MinerConfig
@@ -37,8 +39,9 @@ class _Run:
 class MinerRunner:
     """Run miners in the background; ``start()`` resumes interrupted runs."""
 
-    def __init__(self, lake: Lake, *, workers: int = 1) -> None:
+    def __init__(self, lake: Lake, *, workers: int = 1, storage_patience: float = 300.0) -> None:
         self.lake = lake
+        self.storage_patience = storage_patience
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shoal-miner")
         self._runs: dict[str, _Run] = {}  # miner id → its latest run in this process
         self._lock = threading.Lock()
@@ -80,6 +83,11 @@ class MinerRunner:
             return None
         return run.done, run.total
 
+    def running(self, miner_id: str) -> bool:
+        """Whether this process has a run of the miner queued or working."""
+        with self._lock:
+            return miner_id in self._runs
+
     def wait(
         self, miner_id: str, *, organization_id: str | None, timeout: float | None = None
     ) -> Miner:
@@ -115,21 +123,27 @@ class MinerRunner:
             run.cancel.set()
 
     def _execute(self, miner: Miner, run: _Run) -> None:
+        """Run the miner; storage that fails (unreachable, or the writer lock not free in
+        time) does not fail the run at once: it is run again with backoff for
+        ``storage_patience`` seconds (a run is a pure function of the lake), then it fails."""
         miners = Miners(self.lake, organization_id=miner.organization_id)
         assert miner.task.id is not None
+        give_up = time.monotonic() + self.storage_patience
+        delay = 0.5
         try:
-            if run.cancel.is_set() or miners.start(miner.id, miner.task.id) is None:
-                return
-            result = mine(
-                self.lake,
-                miner.config,
-                organization_id=miner.organization_id,
-                seed=miner.config.seed if miner.config.seed is not None else seed_of(miner.id),
-                progress=lambda done, total: _note(run, done, total),
-                cancelled=run.cancel.is_set,
-            )
-            if not run.cancel.is_set():
-                miners.succeed(miner.id, miner.task.id, result)
+            while True:
+                try:
+                    self._attempt(miners, miner, run)
+                    return
+                except (StorageError, LockTimeoutError) as exc:
+                    if time.monotonic() + delay > give_up:
+                        log.info("miner %s run %s failed: %s", miner.id, miner.task.id, exc)
+                        self._fail(miners, miner, f"the lake failed: {exc}")
+                        return
+                    log.warning("miner %s: %s; running again in %.1f s", miner.id, exc, delay)
+                    if run.cancel.wait(delay):
+                        return
+                    delay = min(delay * 2, 10.0)
         except RunCancelled:
             return
         except LakeError as exc:
@@ -144,6 +158,21 @@ class MinerRunner:
             with self._lock:
                 if self._runs.get(miner.id) is run:
                     del self._runs[miner.id]
+
+    def _attempt(self, miners: Miners, miner: Miner, run: _Run) -> None:
+        assert miner.task.id is not None
+        if run.cancel.is_set() or miners.start(miner.id, miner.task.id) is None:
+            return
+        result = mine(
+            self.lake,
+            miner.config,
+            organization_id=miner.organization_id,
+            seed=miner.config.seed if miner.config.seed is not None else seed_of(miner.id),
+            progress=lambda done, total: _note(run, done, total),
+            cancelled=run.cancel.is_set,
+        )
+        if not run.cancel.is_set():
+            miners.succeed(miner.id, miner.task.id, result)
 
     @staticmethod
     def _fail(miners: Miners, miner: Miner, message: str) -> None:

@@ -1,6 +1,7 @@
 """Storage faults: the S3 server (its own SeaweedFS process) stopped for a few seconds while an
-upload runs and while requests come in. Requests fail with 503 and a clear message, the upload
-waits and resumes, nothing half-written shows, and everything works again once it is back."""
+upload runs, while requests come in and while a miner runs. Requests fail with 503 and a clear
+message, the upload waits and resumes, the miner runs again, nothing half-written shows, and
+everything works again once it is back."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from apitools import Api, make_api  # type: ignore[import-not-found]
 from conftest import s3_lake_uri, s3_options
 from s3server import S3Server
 from s3server import start as start_s3_server
 
-from lake import Lake
+from lake import Lake, Uploads
+from lake.miners import MinerConfig, MinerRunner, Miners, TaskStatus
+from lake.miners.mine import mine, seed_of
 
 pytestmark = pytest.mark.s3
 RECORDS = 24_000
 BATCH = 3_000
+VECTORS = 40_000
 
 
 @pytest.fixture
@@ -96,3 +101,52 @@ def test_an_outage_during_an_upload_and_requests(api: Api, weed: S3Server) -> No
     assert api.get("/api/dataset") == []  # the create that failed left nothing
     assert api.client.get("/health").status_code == 200
     assert api.ingest([{"type": "TEXT", "text": "after"}])["status"] == "SUCCEEDED"
+
+
+def test_a_miner_run_hit_by_an_outage_runs_again_when_storage_is_back(weed: S3Server) -> None:
+    lake = Lake(s3_lake_uri(weed), s3=s3_options(weed))
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(VECTORS, 32)).round(3)
+    lines = (
+        json.dumps(
+            {
+                "type": "IMAGE",
+                "metadata": {"uri": f"s3://faults/v/{i}.jpg"},
+                "predictions": [
+                    {
+                        "task_type": "CLASSIFICATION",
+                        "model_name": "m",
+                        "class_names": ["a", "b"],
+                        "logits": [0.0, 1.0],
+                        "embeddings": vectors[i].tolist(),
+                    }
+                ],
+            }
+        )
+        for i in range(VECTORS)
+    )
+    uploads = Uploads(lake)
+    assert uploads.run(uploads.create("\n".join(lines).encode()).id).status == "SUCCEEDED"
+    config = MinerConfig.parse(
+        {"display_name": "c", "strategy": "CORESET", "size": 1_000, "model_name": "m"}
+    )
+    miner = Miners(lake).create(config)
+    runner = MinerRunner(lake)
+    try:
+        runner.run(miner.id, organization_id=None)
+        deadline = time.monotonic() + 60
+        while Miners(lake).get(miner.id).task.status is not TaskStatus.STARTED:
+            assert time.monotonic() < deadline, "the run never started"
+            time.sleep(0.02)
+        weed.stop(keep_data=True)
+        try:
+            assert runner.running(miner.id)  # the outage hit the run while it worked
+            time.sleep(3)
+        finally:
+            weed.restart()
+        done = runner.wait(miner.id, organization_id=None, timeout=180)
+    finally:
+        runner.shutdown()
+    assert done.task.status is TaskStatus.SUCCESS, done.task.message
+    expected = mine(lake, config, organization_id=None, seed=seed_of(miner.id))
+    assert done.task.result == expected and len(expected) == 1_000
