@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import Services
 from api.fetch import UrlFetcher
@@ -104,18 +104,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         state = services.lake.state()
         return {"status": "ok", "lake": services.lake.uri, "state": state.seq}
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_body_bytes:
-            return error(
-                413,
-                f"request body of {int(length)} bytes is over the limit of "
-                f"{settings.max_body_bytes} bytes (SHOAL_MAX_BODY_MB)",
-            )
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(LakeError)
     async def lake_error(request: Request, exc: LakeError) -> JSONResponse:
@@ -142,6 +131,28 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         return error(500, f"internal error ({type(exc).__name__}); see the server log")
 
     return app
+
+
+class BodyLimit:
+    """413 for a request whose announced body is over the limit, before it is read (plain
+    ASGI: a ``BaseHTTPMiddleware`` costs every request a task group and a stream)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = next((v for k, v in scope["headers"] if k == b"content-length"), b"")
+            if length.isdigit() and int(length) > self.max_bytes:
+                response = error(
+                    413,
+                    f"request body of {int(length)} bytes is over the limit of "
+                    f"{self.max_bytes} bytes (SHOAL_MAX_BODY_MB)",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _start_maintenance(

@@ -81,6 +81,7 @@ class GroupCommitter:
         self.max_queued = max_queued
         self.linger = linger
         self._queue: list[Upload] = []
+        self._fresh: set[str] = set()  # submitted to this process, not tried yet
         # what this process knows without reading the lake: uploads queued or being committed,
         # and the latest ones it finished (status requests are answered from these)
         self._known: collections.OrderedDict[str, Upload] = collections.OrderedDict()
@@ -133,6 +134,7 @@ class GroupCommitter:
         self.lake.store.put(PENDING_PREFIX + upload_id, json.dumps(marker).encode())
         upload = Upload.from_marker(upload_id, marker)
         with self._wake:
+            self._fresh.add(upload_id)
             self._queue.append(upload)
             self._remember(upload)
             self._wake.notify()
@@ -241,7 +243,12 @@ class GroupCommitter:
     def commit(self, group: list[Upload]) -> None:
         """Apply ``group`` (pending uploads) in one transaction where possible."""
         group = list({u.id: u for u in group}.values())
-        committed = self._committed([u.id for u in group])
+        # an upload submitted here and never tried cannot be committed yet; any other (left by
+        # a process that stopped, or in a group whose commit failed) may be
+        with self._wake:
+            unsure = [u.id for u in group if u.id not in self._fresh]
+            self._fresh.difference_update(u.id for u in group)
+        committed = self._committed(unsure) if unsure else set()
         for upload in group:
             if upload.id in committed:  # by an earlier run that stopped before cleaning up
                 self._clean(upload)

@@ -92,6 +92,10 @@ class ApiKeys:
         self._cached_at = float("-inf")
         return _record(row)
 
+    def cache_is_fresh(self) -> bool:
+        """Whether :meth:`organization` answers from memory (without reading the lake)."""
+        return time.monotonic() - self._cached_at <= self.cache_seconds
+
     def organization(self, key: str | None) -> str | None:
         """The organization of a valid key; None for a missing, unknown or revoked one."""
         if not key:
