@@ -8,6 +8,7 @@ unexpected 500 (logged, never a trace).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from api.deps import Services
 from api.fetch import UrlFetcher
 from api.routes import datasets, ingestion, miners, query
 from api.settings import Settings
+from api.waiters import Waiters
 from lake import JobRunner, Lake, Uploads
 from lake.errors import (
     BusyError,
@@ -74,7 +76,12 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         keys = ApiKeys(the_lake, cache_seconds=settings.key_cache_seconds)
         group = GroupCommitter(uploads, fallback=runner.submit)
         mining = MinerRunner(the_lake, workers=settings.miner_workers)
-        app.state.services = Services(settings, the_lake, keys, uploads, runner, group, mining)
+        waiters = Waiters()
+        waiters.bind(asyncio.get_running_loop())
+        group.on_done = runner.on_done = waiters.notify
+        app.state.services = Services(
+            settings, the_lake, keys, uploads, runner, group, mining, waiters
+        )
         runner.start()
         group.start()
         mining.start()

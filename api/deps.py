@@ -9,6 +9,7 @@ from fastapi import Depends, Header, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.settings import Settings
+from api.waiters import Waiters
 from lake import JobRunner, Lake, Uploads
 from lake.groups import GroupCommitter
 from lake.keys import ApiKeys
@@ -24,6 +25,7 @@ class Services:
     runner: JobRunner
     group: GroupCommitter
     miners: MinerRunner
+    waiters: Waiters
 
 
 async def services(request: Request) -> Services:

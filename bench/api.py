@@ -45,7 +45,7 @@ from lake import Lake, S3Options, Uploads
 from lake.keys import ApiKeys
 
 HERE = Path(__file__).resolve().parent
-POLL = 0.05  # how often a client asks for the status of its oldest pending batch
+POLL = 0.05  # pause before asking again about a batch still RUNNING after a long poll
 
 
 def _load(name: str, path: Path) -> Any:
@@ -136,7 +136,9 @@ def concurrent_small(url: str, key: str, *, clients: int, seconds: float) -> dic
                         time.sleep(POLL)
                         continue
                     upload_id, start = pending[0]
-                    status = http.get(f"/api/ingestion/executions/{upload_id}").json()["status"]
+                    status = http.get(
+                        f"/api/ingestion/executions/{upload_id}", params={"wait": 10}
+                    ).json()["status"]
                     if status == "RUNNING":
                         time.sleep(POLL)
                         continue

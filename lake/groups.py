@@ -80,6 +80,8 @@ class GroupCommitter:
         self.max_group = max_group
         self.max_queued = max_queued
         self.linger = linger
+        #: called (from the worker thread) with the ids of uploads this worker ended
+        self.on_done: Callable[[list[str]], object] | None = None
         self._queue: list[Upload] = []
         self._fresh: set[str] = set()  # submitted to this process, not tried yet
         # what this process knows without reading the lake: uploads queued or being committed,
@@ -206,6 +208,8 @@ class GroupCommitter:
             except Exception:
                 log.exception("group commit of %d uploads failed", len(group))
                 self._one_by_one(group)
+            if self.on_done is not None:
+                self.on_done([u.id for u in group])
 
     def _one_by_one(self, group: list[Upload]) -> None:
         """After a failed group: each upload alone, and one that still fails goes to the

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from lake.lake import Lake
@@ -26,6 +27,8 @@ class JobRunner:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shoal-job")
         self._futures: dict[str, Future[Upload]] = {}
         self._lock = threading.Lock()
+        #: called (from a worker thread) with the id of each upload a run ended or left
+        self.on_done: Callable[[list[str]], object] | None = None
 
     def start(self) -> list[str]:
         """Resume every RUNNING upload; return their ids."""
@@ -52,6 +55,8 @@ class JobRunner:
         finally:
             with self._lock:
                 self._futures.pop(upload_id, None)
+            if self.on_done is not None:
+                self.on_done([upload_id])
 
     def wait(self, upload_id: str, timeout: float | None = None) -> Upload:
         with self._lock:

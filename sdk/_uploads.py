@@ -29,26 +29,36 @@ class Upload:
     client: Client
     execution: dict[str, Any] | None = None
 
-    def status(self) -> str:
-        self.execution = self.client.request("GET", f"/api/ingestion/executions/{self.id}")
+    def status(self, *, wait: float = 0) -> str:
+        """The job's status; with ``wait``, the server answers when a RUNNING job ends or
+        after that many seconds (up to 60), whichever comes first."""
+        params = {"wait": f"{min(max(wait, 0.0), 60.0):g}"} if wait > 0 else None
+        self.execution = self.client.request(
+            "GET", f"/api/ingestion/executions/{self.id}", params=params
+        )
         return str(self.execution["status"])
 
     def wait(self, timeout: float | None = None, *, poll: float = 0.2) -> dict[str, Any]:
         """Wait for the job to end; return its execution (counts, logs of bad records).
 
+        Asks the server to answer when the job ends (long poll, 20 s at a time); a server
+        that answers at once gets asked again after ``poll`` seconds, growing.
         Raises :class:`UploadFailed` when it ended FAILED, TIMED_OUT or ABORTED, and
         ``TimeoutError`` after ``timeout`` seconds.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = poll
         while True:
-            status = self.status()
+            left = 20.0 if deadline is None else min(20.0, deadline - time.monotonic())
+            asked = time.monotonic()
+            status = self.status(wait=max(left, 0.0))
             if status in FINISHED:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"upload {self.id} still {status} after {timeout} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 5.0)
+            if time.monotonic() - asked < left / 2:  # the server did not hold the request
+                time.sleep(delay)
+                delay = min(delay * 1.5, 5.0)
         assert self.execution is not None
         if status != "SUCCEEDED":
             raise UploadFailed(self.id, status, self.execution.get("errorMessage") or status)

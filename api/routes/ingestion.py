@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -9,7 +10,7 @@ import secrets
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, File, HTTPException, Request, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -145,9 +146,26 @@ def _started(upload: Upload) -> dict[str, Any]:
 
 
 @router.get("/api/ingestion/executions/{upload_id}")
-def execution(upload_id: str, org: Org, svc: Svc) -> dict[str, Any]:
-    known = svc.group.lookup(upload_id, organization_id=org)
-    return wire.execution(known or svc.uploads.get(upload_id, organization_id=org))
+async def execution(
+    upload_id: str,
+    org: Org,
+    svc: Svc,
+    wait: Annotated[float, Query(ge=0, le=60)] = 0,
+) -> dict[str, Any]:
+    """An upload's status, counts and record errors. ``wait``: if it is still RUNNING, answer
+    when it ends or after that many seconds (a long poll: no need to ask again and again)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        upload = svc.group.lookup(upload_id, organization_id=org)
+        if upload is None:
+            upload = await run_in_threadpool(svc.uploads.get, upload_id, organization_id=org)
+        remaining = deadline - loop.time()
+        if upload.status.finished or remaining <= 0:
+            return wire.execution(upload)
+        # woken when the upload ends; the timeout bounds a wake-up that never comes (an
+        # upload run by another process on the lake)
+        await svc.waiters.wait(upload.id, min(remaining, 1.0))
 
 
 @router.get("/api/ingestion/executions")

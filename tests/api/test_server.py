@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +271,36 @@ def test_upload_file_names_never_become_paths(api: Api, tmp_path: Path) -> None:
         assert api.wait(execution["id"])["status"] == "SUCCEEDED"
     assert not (tmp_path.parent / "escaped.ndjson").exists()
     assert not any(p.name.endswith(("escaped.ndjson", "win.ndjson")) for p in tmp_path.rglob("*"))
+
+
+def test_a_status_request_can_wait_for_the_upload_to_end(api: Api) -> None:
+    records = [{"type": "IMAGE", "metadata": {"uri": f"s3://b/w/{i}.jpg"}} for i in range(50)]
+    landed = api.client.post(
+        "/api/ingestion/upload",
+        files={"file": ("r.ndjson", "\n".join(json.dumps(r) for r in records).encode())},
+        headers=api.headers(),
+    ).json()["url"]
+    for body in (
+        {"records": records},  # group-committed
+        {"url": landed, "offset": 0, "limit": 50},  # an ordinary job
+    ):
+        upload_id = api.post("/api/ingestion/ingest", body)["id"]
+        began = time.monotonic()
+        # one request: answered when the upload ends, long before the 30 s it may wait
+        execution = api.get(f"/api/ingestion/executions/{upload_id}?wait=30")
+        assert execution["status"] == "SUCCEEDED", execution
+        assert time.monotonic() - began < 25
+    status, message = error_of(api, f"/api/ingestion/executions/{upload_id}?wait=61")
+    assert status == 400 and "wait" in message
+    status, message = error_of(
+        api, "/api/ingestion/executions/01a2019a-be43-7000-8000-000000000000?wait=5"
+    )
+    assert status == 404 and "not found" in message
+    # another organization waits for nothing: the upload is not theirs
+    status, _ = error_of(api, f"/api/ingestion/executions/{upload_id}?wait=5", key=api.other_key)
+    assert status == 404
+
+
+def error_of(api: Api, path: str, *, key: str | None = None) -> tuple[int, str]:
+    response = api.client.get(path, headers=api.headers(key))
+    return response.status_code, response.json()["error"]["message"]
