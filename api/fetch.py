@@ -26,7 +26,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import httpx2
 
@@ -130,9 +130,6 @@ class UrlFetcher:
 
     def check(self, url: str) -> None:
         """Raise :class:`InputError` saying why ``url`` may not be fetched."""
-        self._checked(url)
-
-    def _checked(self, url: str) -> SplitResult:
         name = shown(url)
         try:
             parts = urlsplit(url)
@@ -171,12 +168,11 @@ class UrlFetcher:
                     f"cannot ingest {name!r}: host {host} resolves to {ip}, a link-local, "
                     "multicast or unspecified address, which is never fetched"
                 )
-        return parts
 
     @contextlib.contextmanager
     def __call__(self, url: str) -> Iterator[IO[bytes]]:
         """The body of ``url`` as a stream (what :class:`lake.Uploads` lands)."""
-        self._checked(url)
+        self.check(url)
         name = shown(url)
         timeout = httpx2.Timeout(self.timeout)
         try:

@@ -76,8 +76,7 @@ async def ingest(request: Request, org: Org, svc: Svc) -> dict[str, Any]:
 @router.post("/events", include_in_schema=True, openapi_extra=_INGEST_BODY)
 async def events(request: Request, org: Org, svc: Svc) -> dict[str, Any]:
     """The reference's ``/events`` entry point: the same as ``/api/ingestion/ingest``."""
-    body = await _ingest_request(request)
-    return await run_in_threadpool(_start, body, org, svc)
+    return await ingest(request, org, svc)
 
 
 async def _ingest_request(request: Request) -> IngestRequest:
