@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             the_lake,
             max_line=settings.max_line_bytes,
             batch_size=settings.batch_records,
+            parse_workers=settings.parse_workers,
             fetcher=fetcher,
         )
         runner = JobRunner(the_lake, workers=settings.job_workers, uploads=uploads)

@@ -10,6 +10,7 @@
 | ``SHOAL_MAX_URL_MB`` | ``16384`` | largest file fetched from a URL |
 | ``SHOAL_JOB_WORKERS`` | ``1`` | uploads processed at the same time |
 | ``SHOAL_BATCH_RECORDS`` | ``50000`` | records of an upload applied per commit |
+| ``SHOAL_PARSE_WORKERS`` | ``2`` | batches of an upload parsed while one commits |
 | ``SHOAL_MINER_WORKERS`` | ``1`` | miner runs computed at the same time |
 | ``SHOAL_KEY_CACHE_SECONDS`` | ``5`` | how long a revoked key may still be accepted |
 | ``SHOAL_MAINTENANCE_HOURS`` | ``0`` (off) | run table maintenance every N hours |
@@ -38,6 +39,7 @@ class Settings(BaseSettings):
     max_url_mb: float = Field(default=16384, gt=0)
     job_workers: int = Field(default=1, ge=1, le=32)
     batch_records: int = Field(default=50_000, ge=1, le=1_000_000)
+    parse_workers: int = Field(default=2, ge=1, le=16)
     miner_workers: int = Field(default=1, ge=1, le=32)
     key_cache_seconds: float = Field(default=5.0, ge=0)
     maintenance_hours: float = Field(default=0, ge=0)

@@ -65,7 +65,7 @@ def plan_batch(
         simple = plain_rows(table)
         keep = np.flatnonzero(simple)
         planner = _Planner(
-            table.take(pa.array(keep, pa.int64())),
+            table if simple.all() else table.take(pa.array(keep, pa.int64())),
             batch.numbers[keep],
             organization_id,
             id_source,
@@ -97,8 +97,8 @@ def _float_text(values: np.ndarray) -> pa.Array:
 
 
 def _json_string(values: pa.Array) -> pa.Array:
-    escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
-    return pc.binary_join_element_wise('"', escaped, '"', "")
+    values = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+    return pc.binary_join_element_wise('"', values, '"', "")
 
 
 def _is_scalar(typ: pa.DataType) -> bool:
@@ -128,21 +128,40 @@ def _metadata_text(array: pa.Array) -> pa.Array:
     n = len(array)
     if pa.types.is_null(array.type):
         return pa.nulls(n, pa.string())
-    fragments = []
+    valid = array.is_valid()
+    keys, values = [], []
     for i, field in enumerate(array.type):
-        values = _scalar_json(array.field(i))
-        if values is not None:
-            key = orjson.dumps(field.name).decode() + ":"
-            # '"key":value,' or '' (null values are left out); no JSON value ends with ","
-            fragment = pc.binary_join_element_wise(key, values, ",", "")
-            fragments.append(fragment.fill_null(""))
-    if fragments:
+        text = _scalar_json(array.field(i))
+        if text is not None:
+            keys.append(orjson.dumps(field.name).decode() + ":")
+            values.append(text)
+    if not keys:
+        body = _repeat("", n, pa.string())
+    elif all(not _nulls_where(valid, text) for text in values):
+        # every object holds every key (the common case): '{"a":1,"b":2}' in one join
+        pieces = [piece for pair in zip(keys, values, strict=True) for piece in pair]
+        pieces[0] = "{" + pieces[0]
+        for position in range(2, len(pieces), 2):
+            pieces[position] = "," + pieces[position]
+        text = pc.binary_join_element_wise(*pieces, "}", "")
+        return text if array.null_count == 0 else pc.if_else(valid, text, pa.nulls(n, pa.string()))
+    else:
+        # '"key":value,' or '' (null values are left out); no JSON value ends with ","
+        fragments = [
+            pc.binary_join_element_wise(key, text, ",", "").fill_null("")
+            for key, text in zip(keys, values, strict=True)
+        ]
         # (joining with null_handling="skip" loses trailing all-null rows in this pyarrow)
         body = pc.utf8_rtrim(pc.binary_join_element_wise(*fragments, ""), characters=",")
-    else:
-        body = _repeat("", n, pa.string())
     text = pc.binary_join_element_wise("{", body, "}", "")
-    return pc.if_else(array.is_valid(), text, pa.scalar(None, pa.string()))
+    return pc.if_else(valid, text, pa.scalar(None, pa.string()))
+
+
+def _nulls_where(valid: pa.Array, values: pa.Array) -> bool:
+    """Whether ``values`` is null in a row where ``valid`` is true."""
+    if values.null_count == 0:
+        return False
+    return bool(pc.any(pc.and_(valid, values.is_null())).as_py())
 
 
 def _tag_text(values: pa.Array) -> pa.Array | None:
@@ -258,7 +277,7 @@ class _Planner:
             len(rows),
             id=self._ids(self.lines[rows], slots[rows, cols]),
             datapoint=self.dp_ids.take(pa.array(rows, pa.int64())),
-            name=pa.array(np.asarray(names, dtype=object)[cols], pa.string()),
+            name=pa.array(names, pa.string()).take(pa.array(cols, pa.int64())),
             value=combined.take(take),
         )
         return matrix.sum(axis=1).astype(np.int64)
@@ -369,8 +388,8 @@ class _Planner:
             "feature_vectors",
             n,
             id=self._ids(self.lines[parents[rows]], np.concatenate([g["slots"] for g in groups])),
-            type=pa.array(
-                np.concatenate([[g["type"]] * len(g["rows"]) for g in groups]), pa.string()
+            type=pa.array([g["type"] for g in groups], pa.string()).take(
+                pa.array(np.repeat(np.arange(len(groups)), [len(g["rows"]) for g in groups]))
             ),
             prediction=pred_ids.take(take),
             datapoint=datapoints.take(take),
@@ -406,51 +425,59 @@ class _Planner:
         column = elements.field("class_names")
         return None if pa.types.is_null(column.type) else column
 
-    def _class_names(self, elements: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _class_names(self, elements: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
         """(flat names, start of each element's names, how many) for class_name lookups."""
         column = self._class_names_column(elements)
         if column is None:
             empty = np.zeros(len(elements), dtype=np.int64)
-            return np.array([], dtype=object), empty, empty
+            return pa.array([], pa.string()), empty, empty
         counts = list_lengths(column)
-        flat = np.asarray(pc.list_flatten(column).to_numpy(zero_copy_only=False), dtype=object)
-        return flat, _starts(counts), counts
+        return pc.list_flatten(column), _starts(counts), counts
 
 
 def _derive(
     flat: np.ndarray,
     lengths: np.ndarray,
-    class_names: tuple[np.ndarray, np.ndarray, np.ndarray],
+    class_names: tuple[pa.Array, np.ndarray, np.ndarray],
     m: int,
 ) -> dict[str, Any]:
     """confidences, confidence, class_name and metrics of every prediction, per logits length."""
     names_flat, names_start, names_count = class_names
-    starts = _starts(lengths)
-    confidence = np.empty(m)
-    entropy = np.empty(m)
-    best = np.empty(m, dtype=np.int64)
+    sizes = np.unique(lengths)
     confidence_lengths = np.where(lengths == 1, 2, lengths)
-    confidence_flat = np.empty(int(confidence_lengths.sum()))
-    confidence_starts = _starts(confidence_lengths)
-    for size in np.unique(lengths):
-        rows = np.flatnonzero(lengths == size)
-        x = flat[starts[rows][:, None] + np.arange(size)]
-        p = rows_probabilities(x)
-        winner = np.argmax(p, axis=1)
-        best[rows] = winner
-        confidence[rows] = p[np.arange(len(rows)), winner]
-        entropy[rows] = rows_entropy(p)
-        confidence_flat[confidence_starts[rows][:, None] + np.arange(p.shape[1])] = p
+    if len(sizes) == 1:  # the common case: one logits length, the values already in rows
+        p = rows_probabilities(flat.reshape(m, int(sizes[0])))
+        best = np.argmax(p, axis=1)
+        confidence = p[np.arange(m), best]
+        entropy = rows_entropy(p)
+        confidence_flat = p.ravel()
+    else:
+        starts = _starts(lengths)
+        confidence = np.empty(m)
+        entropy = np.empty(m)
+        best = np.empty(m, dtype=np.int64)
+        confidence_flat = np.empty(int(confidence_lengths.sum()))
+        confidence_starts = _starts(confidence_lengths)
+        for size in sizes:
+            rows = np.flatnonzero(lengths == size)
+            p = rows_probabilities(flat[starts[rows][:, None] + np.arange(size)])
+            winner = np.argmax(p, axis=1)
+            best[rows] = winner
+            confidence[rows] = p[np.arange(len(rows)), winner]
+            entropy[rows] = rows_entropy(p)
+            confidence_flat[confidence_starts[rows][:, None] + np.arange(p.shape[1])] = p
+    # the winner's class name where the prediction names that many classes, else its index
     named = best < names_count
-    labels = np.asarray(best.astype(str), dtype=object)
+    labels = pc.cast(pa.array(best), pa.string())
     if named.any():
-        labels[named] = names_flat[names_start[named] + best[named]]
+        picks = np.where(named, names_start + best, 0)
+        labels = pc.if_else(named, names_flat.take(pa.array(picks, pa.int64())), labels)
     offsets = np.zeros(m + 1, dtype=np.int32)
     np.cumsum(confidence_lengths, out=offsets[1:])
     metrics = pc.binary_join_element_wise('{"entropy":', _float_text(entropy), "}", "")
     return {
         "confidences": pa.ListArray.from_arrays(pa.array(offsets), pa.array(confidence_flat)),
         "confidence": pa.array(confidence),
-        "class_name": pa.array(labels, pa.string()),
+        "class_name": labels,
         "metrics": metrics,
     }

@@ -62,13 +62,29 @@ def canonical(value: object) -> str | None:
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
-# each byte as its two hex digits, in memory order (little-endian uint16: first digit low)
-_HEX_PAIRS = (
-    _HEX[np.arange(256) >> 4].astype(np.uint16)
-    | (_HEX[np.arange(256) & 0x0F].astype(np.uint16) << 8)
-).astype("<u2")
-# (first digit, end digit, column) of the five groups of 8-4-4-4-12 digits
-_GROUPS = ((0, 8, 0), (8, 12, 9), (12, 16, 14), (16, 20, 19), (20, 32, 24))
+_WORDS = np.arange(1 << 16)
+# each 16-bit word as its four hex digits, in memory order (first digit in the lowest byte)
+_HEX_WORDS = (
+    _HEX[(_WORDS >> 12) & 0xF].astype(np.uint32)
+    | (_HEX[(_WORDS >> 8) & 0xF].astype(np.uint32) << 8)
+    | (_HEX[(_WORDS >> 4) & 0xF].astype(np.uint32) << 16)
+    | (_HEX[_WORDS & 0xF].astype(np.uint32) << 24)
+).astype("<u4")
+# where each character of the 8-4-4-4-12 text comes from: one of the 32 digits, or (32) a dash
+_DASH = 32
+_LAYOUT = np.array(
+    [
+        *range(0, 8),
+        _DASH,
+        *range(8, 12),
+        _DASH,
+        *range(12, 16),
+        _DASH,
+        *range(16, 20),
+        _DASH,
+        *range(20, 32),
+    ]
+)
 
 
 def derived_ids(ms: int, salt: int, lines: np.ndarray, slots: np.ndarray) -> pa.Array:
@@ -88,13 +104,13 @@ def derived_ids(ms: int, salt: int, lines: np.ndarray, slots: np.ndarray) -> pa.
     rand_b = low & np.uint64((1 << 62) - 1)
     high = np.uint64((ms & ((1 << 48) - 1)) << 16 | 0x7 << 12) | rand_a
     low64 = np.uint64(0b10 << 62) | rand_b
-    raw = np.empty((lines.size, 16), dtype=np.uint8)
-    raw[:, :8] = high.astype(">u8").view(np.uint8).reshape(-1, 8)
-    raw[:, 8:] = low64.astype(">u8").view(np.uint8).reshape(-1, 8)
-    chars = _HEX_PAIRS[raw].view(np.uint8).reshape(lines.size, 32)
-    text = np.full((lines.size, 36), ord("-"), dtype=np.uint8)
-    for start, stop, into in _GROUPS:
-        text[:, into : into + stop - start] = chars[:, start:stop]
-    flat = pa.py_buffer(text.tobytes())
-    offsets = pa.py_buffer((np.arange(lines.size + 1, dtype=np.int32) * 36).tobytes())
+    halves = np.empty((lines.size, 2), dtype=np.uint64)
+    halves[:, 0] = high
+    halves[:, 1] = low64
+    words = halves.astype(">u8").view(">u2").astype(np.uint16).reshape(lines.size, 8)
+    digits = np.empty((lines.size, 9), dtype=np.uint32)  # 32 hex digits, then the dash
+    digits[:, :8] = _HEX_WORDS.take(words)
+    digits[:, 8] = ord("-")
+    flat = pa.py_buffer(np.take(digits.view(np.uint8), _LAYOUT, axis=1))
+    offsets = pa.py_buffer(np.arange(0, 36 * (lines.size + 1), 36, dtype=np.int32))
     return pa.StringArray.from_buffers(lines.size, offsets, flat)

@@ -227,8 +227,7 @@ class _Splitter:
 
     def take(self, size: int, max_bytes: int) -> RawBatch:
         """The first lines held, at most ``size`` of them and about ``max_bytes`` (at least one
-        line), with the errors among them."""
-        data = b"".join(self.parts)
+        line), with the errors among them. Only the bytes taken are copied."""
         offset = 0
         ends = []
         for part, part_ends in zip(self.parts, self.ends, strict=True):
@@ -238,12 +237,19 @@ class _Splitter:
         numbers = np.concatenate(self.numbers) if self.numbers else np.zeros(0, dtype=np.int64)
         size = min(size, max(1, int(np.searchsorted(all_ends, max_bytes, side="right"))))
         if len(numbers) > size:
-            cut = int(all_ends[size - 1])
-            head, head_numbers = data[:cut], numbers[:size]
-            self.parts, self.numbers = [data[cut:]], [numbers[size:]]
-            self.ends = [all_ends[size:] - cut]
+            head_numbers = numbers[:size]
+            # parts hold whole lines: the cut falls inside part k, at one of its line ends
+            k = int(np.searchsorted(np.cumsum([len(n) for n in self.numbers]), size, "right"))
+            within = size - sum(len(n) for n in self.numbers[:k])
+            split = int(self.ends[k][within - 1]) if within else 0
+            part = self.parts[k]
+            head = b"".join([*self.parts[:k], part[:split]])
+            rest_ends = self.ends[k][within:] - split
+            self.parts = [part[split:], *self.parts[k + 1 :]]
+            self.numbers = [self.numbers[k][within:], *self.numbers[k + 1 :]]
+            self.ends = [rest_ends, *self.ends[k + 1 :]]
         else:
-            head, head_numbers = data, numbers
+            head, head_numbers = b"".join(self.parts), numbers
             self.parts, self.numbers, self.ends = [], [], []
         self.count = sum(len(n) for n in self.numbers)
         if self.count:  # errors up to the last line taken go with this batch

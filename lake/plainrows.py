@@ -217,10 +217,10 @@ def _predictions_ok(array: pa.Array) -> np.ndarray:
                 bad |= _element_problems_to_rows(class_names, ~valid_mask(flat))
     if "embeddings" in names:
         bad |= ~_embeddings_ok(elements.field("embeddings"))
-    parents = np.asarray(pc.list_parent_indices(array).to_numpy(), dtype=np.int64)
-    models = model_names_of(elements)
-    duplicated = pl.DataFrame({"p": parents, "m": models}).is_duplicated().to_numpy()
-    bad |= duplicated
+    if (lengths > 1).any():  # model names must differ within a record
+        parents = np.asarray(pc.list_parent_indices(array).to_numpy(), dtype=np.int64)
+        models = model_names_of(elements)
+        bad |= pl.DataFrame({"p": parents, "m": models}).is_duplicated().to_numpy()
     return ~_element_problems_to_rows(array, bad)
 
 

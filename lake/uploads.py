@@ -14,8 +14,9 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -208,8 +209,10 @@ class Uploads:
         fast_path: bool = True,
         storage_patience: float = 300.0,
         fetcher: Fetcher | None = None,
+        parse_workers: int = 2,
     ) -> None:
         self.lake = lake
+        self.parse_workers = max(1, parse_workers)  # batches parsed while one commits
         self.fetcher = fetcher  # None: uploads of URLs are refused
         self.batch_size = batch_size
         self.max_line = max_line
@@ -454,18 +457,28 @@ class Uploads:
         if limit is not None:
             batches = _through(batches, int(limit))
 
-        def prepare_next() -> PreparedBatch | None:
-            raw = next(batches, None)
-            if raw is None:
-                return None
+        def prepare(raw: RawBatch) -> PreparedBatch:
             return self._prepare(raw, upload.organization_id, id_source)
 
-        # While one batch commits (mostly native code, without the GIL), the next is parsed.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-parse") as pool:
-            pending = pool.submit(prepare_next)
+        # While one batch commits (mostly native code, without the GIL), the next ones are
+        # parsed by the parse workers; they are committed in line order.
+        with ThreadPoolExecutor(
+            max_workers=self.parse_workers, thread_name_prefix="shoal-parse"
+        ) as pool:
+            pending: deque[Future[PreparedBatch]] = deque()
+
+            def fill() -> None:
+                while len(pending) < self.parse_workers:
+                    raw = next(batches, None)
+                    if raw is None:
+                        return
+                    pending.append(pool.submit(prepare, raw))
+
             try:
-                while (prepared := pending.result()) is not None:
-                    pending = pool.submit(prepare_next)
+                fill()
+                while pending:
+                    prepared = pending.popleft().result()
+                    fill()
                     upload, ours = self._commit_batch(upload, prepared, id_source)
                     if progress is not None:
                         progress(bytes_read[0])
@@ -487,7 +500,8 @@ class Uploads:
                     upload, UploadStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}"
                 )
             finally:
-                pending.cancel()
+                for future in pending:
+                    future.cancel()
         return self._finish(upload, UploadStatus.SUCCEEDED, None)
 
     def _prepare(

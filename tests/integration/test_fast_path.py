@@ -213,6 +213,26 @@ def test_native_batches_agree_with_the_general_path(tmp_path: Path, embeddings: 
         assert canonical_rows(lakes[True], table) == canonical_rows(lakes[False], table), table
 
 
+def test_objects_holding_every_key_or_none_agree_with_the_general_path(tmp_path: Path) -> None:
+    """The native path writes complete objects in one pass; absent ones stay null."""
+    rng = random.Random(11)
+    records = []
+    for i in range(300):
+        record = plain_record(rng, "none")
+        record["metadata"] = {"uri": f's3://b/"{i}"\\x.jpg', "width": 640 + i, "ok": i % 2 == 0}
+        if i % 7 == 0:
+            del record["metadata"]
+        record["tags"] = {"split": rng.choice(["train", "val"]), "shard": i}
+        records.append(record)
+    data = "\n".join(json.dumps(r) for r in records).encode()
+    assert native_leftover(data) == []
+    lakes = ingest_both_ways(tmp_path, data)
+    for table in ("datapoints", "tags", "groundtruths", "predictions", "feature_vectors"):
+        assert canonical_rows(lakes[True], table) == canonical_rows(lakes[False], table), table
+    metadata = [r["metadata"] for r in lakes[True].read("datapoints").to_pylist()]
+    assert metadata.count(None) == len(range(0, 300, 7))
+
+
 def test_mixed_batches_send_the_rest_to_the_record_path(tmp_path: Path) -> None:
     rng = random.Random(3)
     lines = [json.dumps(plain_record(rng, "layers")) for _ in range(200)]
@@ -256,3 +276,26 @@ def test_mixed_batches_send_the_rest_to_the_record_path(tmp_path: Path) -> None:
     assert "3.0" in tags
     metadata = {row["metadata"] for row in lakes[True].read("datapoints").to_pylist()}
     assert '{"uri":"a\\nb","width":3}' in metadata
+
+
+def test_batches_parsed_together_commit_in_line_order(tmp_path: Path) -> None:
+    """Several parse workers: the same rows, counts, errors and progress as one."""
+    rng = random.Random(9)
+    lines = [json.dumps(plain_record(rng, "layers")) for _ in range(300)]
+    for bad in (4, 70, 71, 299):
+        lines[bad] = '{"type": "IMAGE", "metadata": '  # malformed: a per-record error
+    data = "\n".join(lines).encode()
+    results = {}
+    for workers in (1, 3):
+        lake = Lake(str(tmp_path / f"workers-{workers}"))
+        uploads = Uploads(lake, batch_size=70, parse_workers=workers)
+        seen: list[int] = []
+        upload = uploads.run(uploads.create(data).id, progress=seen.append)
+        assert upload.status == "SUCCEEDED"
+        summary = {k: v for k, v in upload.summary(max_errors=10).items() if k != "id"}
+        tables = {t: canonical_rows(lake, t) for t in ("datapoints", "tags", "feature_vectors")}
+        results[workers] = (summary, tables, len(seen))
+    assert results[1] == results[3]
+    summary = results[3][0]
+    assert [e["line"] for e in summary["errors"]] == [5, 71, 72, 300]
+    assert results[3][2] == 5  # one progress report per committed batch of 70 lines
