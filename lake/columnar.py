@@ -36,6 +36,8 @@ from lake.tables import SCHEMAS
 
 log = logging.getLogger(__name__)
 
+_MAX_BLOCK = 1 << 26  # the largest block Arrow's JSON reader is handed at once
+
 
 @dataclass
 class FastBatch:
@@ -46,16 +48,26 @@ class FastBatch:
 
 
 def plan_batch(
-    batch: RawBatch, *, organization_id: str, id_source: IdSource, now: datetime
+    batch: RawBatch,
+    *,
+    organization_id: str,
+    id_source: IdSource,
+    now: datetime,
+    use_threads: bool = True,
 ) -> tuple[FastBatch, list[int]] | None:
     """Plan the plain rows of ``batch``; return them and the positions left for the record path.
 
-    None when Arrow cannot read the batch as one table of JSON objects.
+    None when Arrow cannot read the batch as one table of JSON objects. ``use_threads=False``
+    parses on the calling thread alone, in one block: cheaper in all when several batches are
+    parsed at once by their own threads (Arrow's JSON reader spends ~30% more CPU in threads).
     """
     if not len(batch.numbers):
         return None
+    options = pj.ReadOptions(use_threads=use_threads)
+    if not use_threads:
+        options.block_size = max(options.block_size, min(len(batch.data) + 1, _MAX_BLOCK))
     try:
-        table = pj.read_json(io.BytesIO(batch.data))
+        table = pj.read_json(io.BytesIO(batch.data), read_options=options)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     if table.num_rows != len(batch.numbers):  # several objects on one line

@@ -81,6 +81,7 @@ class Changes:
         """Commit every table once; ``new_rows`` are extra rows that are all new."""
         new_rows = new_rows or {}
         known = self.existing["datapoints"]
+        appends: dict[str, pa.Table] = {}
         for table in SCHEMAS:
             rows = list(self.upserts.get(table, {}).values())
             deletes = list(self.deletes.get(table, {}).values())
@@ -94,7 +95,7 @@ class Changes:
             )
             key = _DATAPOINT_KEY.get(table)
             if not touches_existing:
-                txn.append(table, arrow)
+                appends[table] = arrow
             elif key is None:
                 txn.upsert(table, arrow, [row["id"] for row in deletes])
             else:
@@ -105,6 +106,7 @@ class Changes:
                 changed = [row["id"] for row in rows] + [row["id"] for row in deletes]
                 drop = pc.field("id").isin(pa.array(sorted(changed), pa.string()))
                 txn.replace(table, key, [r for r in ranges if r is not None], drop, arrow)
+        txn.append_all(appends)
 
 
 _DATAPOINT_KEY = {

@@ -294,6 +294,22 @@ class Transaction:
         self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
         crash_point("table.committed")
 
+    def append_all(self, tables: dict[str, pa.Table]) -> None:
+        """Append rows to several tables, one commit each, the commits made in parallel."""
+        tables = {name: rows for name, rows in tables.items() if rows.num_rows}
+        for name in tables:
+            self._begin(name)
+        self.lake.store.keep_lock()
+
+        def committed(table: str, version: int) -> None:
+            self.versions[table] = version  # known at once: a failed batch undoes it
+            crash_point("table.committed")
+
+        self.lake.delta.append_all(
+            {name: rows.cast(SCHEMAS[name]) for name, rows in tables.items()},
+            committed=committed,
+        )
+
     def upsert(self, table: str, rows: pa.Table, delete_ids: Sequence[str] = ()) -> None:
         """Update rows by id (insert the new ones) and delete ``delete_ids``, in one commit.
 

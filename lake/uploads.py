@@ -518,7 +518,13 @@ class Uploads:
         errors = [line.error for line in raw.errors if line.error is not None]
         native = None
         if self.fast_path and len(raw.numbers) >= native_min_lines:
-            native = plan_batch(raw, organization_id=organization_id, id_source=id_source, now=now)
+            native = plan_batch(
+                raw,
+                organization_id=organization_id,
+                id_source=id_source,
+                now=now,
+                use_threads=self.parse_workers == 1,
+            )
         if native is None:
             batch, rest = FastBatch({}, BatchCounts()), raw.lines()
         else:

@@ -12,6 +12,8 @@ import pyarrow as pa
 import pytest
 
 from lake import JobRunner, Lake, Uploads, UploadStatus
+from lake.delta import DeltaStore
+from lake.errors import StorageError
 from lake.tables import SCHEMAS
 
 
@@ -40,6 +42,38 @@ def test_a_failed_batch_is_rolled_back_and_never_seen(lake: Lake) -> None:
     ids = lake.read("datapoints", columns=["id"]).column("id").to_pylist()
     assert len(ids) == 5
     assert row["id"] not in ids
+
+
+def test_a_parallel_append_that_fails_undoes_the_others(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch's appends run in parallel: when one fails, the tables the others committed are
+    restored, so neither readers nor the next batch see their rows."""
+    uploads = Uploads(lake)
+    uploads.run(uploads.create(records(3)).id)
+    before = lake.state()
+    original = DeltaStore.append
+
+    def append(self: DeltaStore, table: str, rows: pa.Table, **kwargs: object) -> int:
+        if table == "tags":
+            raise StorageError("tags: the disk is full")
+        return original(self, table, rows, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(DeltaStore, "append", append)
+    impatient = Uploads(lake, storage_patience=0)
+    failed = impatient.run(impatient.create(records(2, 100)).id)
+    assert failed.status == UploadStatus.FAILED
+    assert "the disk is full" in (failed.error_message or "")
+    monkeypatch.undo()
+    after = lake.state().versions
+    assert [after[t] for t in ("datapoints", "tags")] == [
+        before.versions[t] for t in ("datapoints", "tags")
+    ]
+    assert lake.count("datapoints") == 3
+    uploads.run(uploads.create(records(2, 3)).id)
+    metadata = lake.read("datapoints", columns=["metadata"]).column("metadata").to_pylist()
+    assert sorted(json.loads(m)["i"] for m in metadata) == [0, 1, 2, 3, 4]
+    assert lake.count("tags") == 5
 
 
 CRASHING_CHILD = textwrap.dedent("""
