@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         )
         runner = JobRunner(the_lake, workers=settings.job_workers, uploads=uploads)
         keys = ApiKeys(the_lake, cache_seconds=settings.key_cache_seconds)
-        group = GroupCommitter(uploads, fallback=runner.submit)
+        group = GroupCommitter(uploads, fallback=runner.submit, max_queued=settings.group_queue)
         mining = MinerRunner(the_lake, workers=settings.miner_workers)
         waiters = Waiters()
         waiters.bind(asyncio.get_running_loop())

@@ -11,6 +11,7 @@
 | ``SHOAL_JOB_WORKERS`` | ``1`` | uploads processed at the same time |
 | ``SHOAL_BATCH_RECORDS`` | ``50000`` | records of an upload applied per commit |
 | ``SHOAL_PARSE_WORKERS`` | ``2`` | batches of an upload parsed while one commits |
+| ``SHOAL_GROUP_QUEUE`` | ``32`` | small uploads waiting for a group commit before new ones wait |
 | ``SHOAL_MINER_WORKERS`` | ``1`` | miner runs computed at the same time |
 | ``SHOAL_KEY_CACHE_SECONDS`` | ``5`` | how long a revoked key may still be accepted |
 | ``SHOAL_MAINTENANCE_HOURS`` | ``0`` (off) | run table maintenance every N hours |
@@ -26,6 +27,8 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lake.groups import DEFAULT_MAX_QUEUED
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
@@ -40,6 +43,7 @@ class Settings(BaseSettings):
     job_workers: int = Field(default=1, ge=1, le=32)
     batch_records: int = Field(default=50_000, ge=1, le=1_000_000)
     parse_workers: int = Field(default=2, ge=1, le=16)
+    group_queue: int = Field(default=DEFAULT_MAX_QUEUED, ge=1, le=100_000)
     miner_workers: int = Field(default=1, ge=1, le=32)
     key_cache_seconds: float = Field(default=5.0, ge=0)
     maintenance_hours: float = Field(default=0, ge=0)

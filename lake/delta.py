@@ -158,6 +158,34 @@ class DeltaStore:
         except (DeltaError, OSError, pa.ArrowException) as exc:
             raise StorageError(f"cannot read table {table!r}: {exc}") from exc
 
+    def read_at_writer(
+        self,
+        table: str,
+        version: int,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: pc.Expression | None = None,
+        prune: str | None = None,
+    ) -> pa.Table:
+        """Like :meth:`read`, through the table object kept for writing when it stands at
+        ``version`` (no log replay). Only for a writer holding the lake's writer lock."""
+        try:
+            with _NATIVE:
+                dt = self._writer(table)
+                if dt.version() != version:
+                    dt = self.open(table, version)
+                dataset = dt.to_pyarrow_dataset(
+                    file_pruning_predicate=prune,
+                    schema=SCHEMAS[table],
+                    filesystem=self._filesystem(table),
+                )
+            return dataset.to_table(
+                columns=list(columns) if columns is not None else None, filter=filter
+            )
+        except (DeltaError, OSError, pa.ArrowException) as exc:
+            self._writers.pop(table, None)
+            raise StorageError(f"cannot read table {table!r}: {exc}") from exc
+
     def fragments(self, table: str, version: int) -> list[ds.Fragment]:
         """The table's data files as pyarrow fragments (to read one file at a time), by path."""
         try:

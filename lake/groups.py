@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +38,7 @@ from lake import ids
 from lake.columnar import FastBatch, plan_batch
 from lake.errors import BusyError, LakeError
 from lake.ingest import BatchCounts, IdSource
+from lake.lake import Transaction, sql_text
 from lake.ndjson import RawBatch, read_batches
 from lake.tables import SCHEMAS
 from lake.uploads import (
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: Uploads up to this size may be grouped; bigger ones take the ordinary path.
 GROUP_MAX_BYTES = 4 * 2**20
+#: Uploads waiting for the worker before new ones wait for room (see GroupCommitter).
+DEFAULT_MAX_QUEUED = 32
 _REMEMBERED = 100_000
 
 
@@ -70,7 +74,9 @@ class GroupCommitter:
         fallback: Callable[[str], object],
         max_lines: int = 50_000,
         max_group: int = 500,
-        max_queued: int = 5_000,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        max_queued_bytes: int = 8 * 2**20,
+        admit_wait: float = 30.0,
         linger: float = 0.01,
     ) -> None:
         self.uploads = uploads
@@ -78,12 +84,24 @@ class GroupCommitter:
         self.fallback = fallback
         self.max_lines = max_lines
         self.max_group = max_group
-        self.max_queued = max_queued
+        # back-pressure: a new upload waits (up to ``admit_wait`` seconds, then BusyError)
+        # while this many uploads or bytes wait to be taken by the worker, so that the time
+        # from request to committed stays short however many clients send
+        self.max_queued = max(1, max_queued)
+        self.max_queued_bytes = max_queued_bytes
+        self.admit_wait = admit_wait
         self.linger = linger
         #: called (from the worker thread) with the ids of uploads this worker ended
         self.on_done: Callable[[list[str]], object] | None = None
         self._queue: list[Upload] = []
+        self._queued_bytes = 0
+        self._sizes: dict[str, int] = {}  # bytes of the queued uploads submitted here
         self._fresh: set[str] = set()  # submitted to this process, not tried yet
+        # the data of uploads submitted here, kept until the worker takes it (not read back)
+        self._data: dict[str, bytes] = {}
+        # landed files and markers of committed uploads are deleted off the worker's path (a
+        # marker left by a crash is found committed and deleted on the next start)
+        self._cleaner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-group-clean")
         # what this process knows without reading the lake: uploads queued or being committed,
         # and the latest ones it finished (status requests are answered from these)
         self._known: collections.OrderedDict[str, Upload] = collections.OrderedDict()
@@ -102,17 +120,19 @@ class GroupCommitter:
     ) -> Upload:
         """Make ``data`` (NDJSON) durable as a pending upload and queue it; return it RUNNING.
 
-        Raises :class:`BusyError` when ``max_queued`` uploads already wait (back-pressure:
-        the caller retries later instead of the queue, and the latency, growing without end).
+        While the queue is full (``max_queued`` uploads or ``max_queued_bytes``) the call
+        waits for room; after ``admit_wait`` seconds it raises :class:`BusyError` (the caller
+        retries later instead of the queue, and the latency, growing without end).
         """
-        self._check_room()
+        self._wait_for_room(len(data))
         landing_key = f"_landing/{ids.new_id()}"
         self.lake.store.put(landing_key, data)
-        return self.submit_landed(
+        return self._queue_upload(
             landing_key,
             organization_id=organization_id,
             options=options,
             source=source or f"<{len(data)} bytes>",
+            data=data,
         )
 
     def submit_landed(
@@ -124,7 +144,20 @@ class GroupCommitter:
         source: str = "",
     ) -> Upload:
         """Queue NDJSON already stored at ``landing_key`` (it is deleted once committed)."""
-        self._check_room()
+        self._wait_for_room(0)
+        return self._queue_upload(
+            landing_key, organization_id=organization_id, options=options, source=source
+        )
+
+    def _queue_upload(
+        self,
+        landing_key: str,
+        *,
+        organization_id: str,
+        options: dict[str, Any] | None,
+        source: str,
+        data: bytes | None = None,
+    ) -> Upload:
         marker = {
             "organization_id": organization_id,
             "landing_key": landing_key,
@@ -138,13 +171,26 @@ class GroupCommitter:
         with self._wake:
             self._fresh.add(upload_id)
             self._queue.append(upload)
+            if data is not None:
+                self._data[upload_id] = data
+            self._sizes[upload_id] = len(data or b"")
+            self._queued_bytes += len(data or b"")
             self._remember(upload)
-            self._wake.notify()
+            self._wake.notify_all()
         return upload
 
-    def _check_room(self) -> None:
+    def _wait_for_room(self, size: int) -> None:
+        """Wait until the queue has room for an upload of ``size`` bytes (an empty queue
+        always has), or raise BusyError after ``admit_wait`` seconds."""
+
+        def room() -> bool:
+            return not self._queue or (
+                len(self._queue) < self.max_queued
+                and self._queued_bytes + size <= self.max_queued_bytes
+            )
+
         with self._wake:
-            if len(self._queue) >= self.max_queued:
+            if not self._wake.wait_for(room, timeout=self.admit_wait):
                 raise BusyError(
                     f"{len(self._queue)} uploads are waiting to be committed; retry in a moment"
                 )
@@ -183,9 +229,10 @@ class GroupCommitter:
     def stop(self, timeout: float = 10.0) -> None:
         with self._wake:
             self._stopping = True
-            self._wake.notify()
+            self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._cleaner.shutdown(wait=True)
 
     def _loop(self) -> None:
         while True:
@@ -208,6 +255,9 @@ class GroupCommitter:
             except Exception:
                 log.exception("group commit of %d uploads failed", len(group))
                 self._one_by_one(group)
+            with self._wake:  # what the group did not read is read back from the landing area
+                for upload in group:
+                    self._data.pop(upload.id, None)
             if self.on_done is not None:
                 self.on_done([u.id for u in group])
 
@@ -241,6 +291,8 @@ class GroupCommitter:
         with self._wake:
             group = self._queue[: self.max_group]
             del self._queue[: self.max_group]
+            self._queued_bytes -= sum(self._sizes.pop(u.id, 0) for u in group)
+            self._wake.notify_all()  # requests waiting for room
             return group
 
     # -- committing ------------------------------------------------------------------------------
@@ -255,6 +307,7 @@ class GroupCommitter:
         committed = self._committed(unsure) if unsure else set()
         for upload in group:
             if upload.id in committed:  # by an earlier run that stopped before cleaning up
+                self._data.pop(upload.id, None)
                 self._clean(upload)
         raws: dict[str, list[tuple[Upload, RawBatch]]] = {}
         ordinary: list[Upload] = []
@@ -275,7 +328,7 @@ class GroupCommitter:
         if prepared:
             done = self._commit_together(prepared)
         for upload, _ in prepared:
-            self._clean(upload)
+            self._cleaner.submit(self._clean, upload)
         with self._wake:
             for upload in done:
                 self._remember(upload)
@@ -284,15 +337,25 @@ class GroupCommitter:
         for upload in ordinary:
             self._hand_over(upload)
 
-    def _committed(self, upload_ids: list[str]) -> set[str]:
-        rows = self.lake.read(
-            "uploads", columns=["id"], filter=pc.field("id").isin(pa.array(upload_ids, pa.string()))
+    def _committed(self, upload_ids: list[str], txn: Transaction | None = None) -> set[str]:
+        """Which of these uploads the lake holds a row of (at ``txn``'s base, or the latest)."""
+        low, high = min(upload_ids), max(upload_ids)
+        rows = (txn or self.lake).read(
+            "uploads",
+            columns=["id"],
+            filter=pc.field("id").isin(pa.array(upload_ids, pa.string())),
+            # upload ids are time-ordered: only the files of recent uploads are opened (one
+            # file per group commit accumulates until maintenance compacts the table)
+            prune=f"id >= {sql_text(low)} AND id <= {sql_text(high)}",
         )
         return set(rows.column("id").to_pylist())
 
     def _raw(self, upload: Upload) -> RawBatch | None:
         """The upload's lines as one batch, or None when it needs the ordinary path."""
-        data = self.lake.store.get(upload.landing_key)
+        with self._wake:
+            data = self._data.pop(upload.id, None)
+        if data is None:  # left by a process that stopped, or submitted already landed
+            data = self.lake.store.get(upload.landing_key)
         if data is None or len(data) > GROUP_MAX_BYTES:
             return None
         try:
@@ -350,10 +413,7 @@ class GroupCommitter:
 
     def _commit_together(self, prepared: list[tuple[Upload, PreparedBatch]]) -> list[Upload]:
         with self.lake.transaction() as txn:
-            ids_ = pa.array([u.id for u, _ in prepared], pa.string())
-            if self.lake.read(
-                "uploads", state=txn.base, columns=["id"], filter=pc.field("id").isin(ids_)
-            ).num_rows:
+            if self._committed([u.id for u, _ in prepared], txn):
                 # another process committed some of them meanwhile: apply none, look again
                 raise LakeError("some uploads of the group were committed elsewhere")
             tables: dict[str, list[pa.Table]] = {}
@@ -387,8 +447,11 @@ class GroupCommitter:
         self.fallback(upload.id)
 
     def _clean(self, upload: Upload) -> None:
-        self.lake.store.delete(PENDING_PREFIX + upload.id)
-        self.lake.store.delete(upload.landing_key)
+        try:
+            self.lake.store.delete(PENDING_PREFIX + upload.id)
+            self.lake.store.delete(upload.landing_key)
+        except LakeError:  # the next start finds the marker of a committed upload again
+            log.warning("upload %s: cannot delete its landed file yet", upload.id, exc_info=True)
 
 
 def _finished(upload: Upload, batch: PreparedBatch, now: datetime) -> Upload:

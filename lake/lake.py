@@ -266,6 +266,26 @@ class Transaction:
         self.versions = dict(base.versions)
         self.progress = dict(base.progress)
         self.dirty = False
+        self.touched: set[str] = set()  # tables written by this transaction
+
+    def read(
+        self,
+        table: str,
+        *,
+        columns: Sequence[str] | None = None,
+        filter: pc.Expression | None = None,
+        prune: str | None = None,
+    ) -> pa.Table:
+        """Rows of ``table`` at the base state, before this transaction writes to it (read
+        through the writer's table object: no Delta log replay per transaction)."""
+        version = self.base.versions.get(table)
+        if version is None or table in self.touched:
+            return self.lake.read(
+                table, state=self.base, columns=columns, filter=filter, prune=prune
+            )
+        return self.lake.delta.read_at_writer(
+            table, version, columns=columns, filter=filter, prune=prune
+        )
 
     def set_progress(self, upload_id: str, progress: dict[str, Any] | None) -> None:
         """Record (or, with None, forget) a running upload's progress in the next state."""
@@ -275,6 +295,7 @@ class Transaction:
             self.progress[upload_id] = progress
 
     def _begin(self, table: str) -> None:
+        self.touched.add(table)
         self.lake.store.keep_lock()
         if not self.dirty:
             self.lake.store.put(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -158,9 +159,45 @@ def test_a_full_queue_pushes_back(local_lake: Lake) -> None:
     from lake import BusyError
 
     uploads = Uploads(local_lake)
-    group = GroupCommitter(uploads, fallback=lambda _: None, max_queued=3)  # not started
+    group = GroupCommitter(
+        uploads, fallback=lambda _: None, max_queued=3, admit_wait=0.2
+    )  # not started: nothing leaves the queue
     for i in range(3):
         group.submit(plain(f"q{i}", 1), organization_id="default")
+    started = time.monotonic()
     with pytest.raises(BusyError, match="3 uploads are waiting"):
         group.submit(plain("q3", 1), organization_id="default")
+    assert time.monotonic() - started >= 0.2  # it waited for room first
     assert len(local_lake.store.list("_shoal/pending/")) == 3  # nothing written for it
+
+
+def test_a_waiting_upload_gets_in_once_the_queue_has_room(local_lake: Lake) -> None:
+    """Back-pressure by waiting: a request finding the queue full is admitted as soon as the
+    worker takes the queue, and its upload is committed like the others."""
+    uploads = Uploads(local_lake)
+    group = GroupCommitter(uploads, fallback=lambda _: None, max_queued=2, admit_wait=30)
+    first = [group.submit(plain(f"w{i}", 2), organization_id="default") for i in range(2)]
+    admitted: list[str] = []
+    waiting = threading.Thread(
+        target=lambda: admitted.append(group.submit(plain("late", 2), organization_id="default").id)
+    )
+    waiting.start()
+    time.sleep(0.3)
+    assert not admitted  # the queue is full and nothing takes from it yet
+    group.start()
+    try:
+        waiting.join(timeout=30)
+        assert admitted
+        deadline = time.monotonic() + 30
+        ids = [u.id for u in first] + admitted
+        while time.monotonic() < deadline:
+            states = [group.lookup(i) for i in ids]
+            if all(u is not None and u.status == "SUCCEEDED" for u in states):
+                break
+            time.sleep(0.05)
+    finally:
+        group.stop()
+    assert [uploads.get(i).status for i in ids] == ["SUCCEEDED"] * 3
+    assert local_lake.count("datapoints") == 6
+    # the committed uploads' landed files and markers are cleaned up (off the worker's path)
+    assert local_lake.store.list("_shoal/pending/") == []
