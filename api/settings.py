@@ -11,7 +11,7 @@
 | ``SHOAL_JOB_WORKERS`` | ``1`` | uploads processed at the same time |
 | ``SHOAL_BATCH_RECORDS`` | ``50000`` | records of an upload applied per commit |
 | ``SHOAL_PARSE_WORKERS`` | ``2`` | batches of an upload parsed while one commits |
-| ``SHOAL_GROUP_QUEUE`` | ``32`` | small uploads waiting for a group commit before new ones wait |
+| ``SHOAL_GROUP_QUEUE`` | ``64`` | small uploads waiting for a group commit before new ones wait |
 | ``SHOAL_MINER_WORKERS`` | ``1`` | miner runs computed at the same time |
 | ``SHOAL_KEY_CACHE_SECONDS`` | ``5`` | how long a revoked key may still be accepted |
 | ``SHOAL_MAINTENANCE_HOURS`` | ``0`` (off) | run table maintenance every N hours |

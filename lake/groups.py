@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 #: Uploads up to this size may be grouped; bigger ones take the ordinary path.
 GROUP_MAX_BYTES = 4 * 2**20
 #: Uploads waiting for the worker before new ones wait for room (see GroupCommitter).
-DEFAULT_MAX_QUEUED = 32
+DEFAULT_MAX_QUEUED = 64
 _REMEMBERED = 100_000
 
 
