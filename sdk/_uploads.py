@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
@@ -85,10 +84,16 @@ def upload_to_lake(
             total=size, unit="B", unit_scale=True, desc=f"uploading {name}", disable=not progress
         ) as bar,
     ):
+        # the file is the request body, streamed (the server writes it to the lake as it
+        # arrives); a multipart form, as the reference client sends, is accepted too
         landed = client.request(
             "POST",
             "/api/ingestion/upload",
-            files={"file": (name, _Counting(handle, bar.update))},
+            content=_Chunks(handle, bar),
+            headers={
+                "content-type": "application/octet-stream",
+                "content-length": str(size),
+            },
         )
     started = client.request("POST", "/api/ingestion/ingest", json={"urls": [landed["url"]]})
     upload = Upload(started["id"], client)
@@ -137,21 +142,18 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot send a {type(value).__name__} in a record")
 
 
-class _Counting(io.RawIOBase):
-    """Reads through to ``inner`` and reports the bytes read (for the progress bar)."""
+class _Chunks:
+    """A file in 1 MiB chunks, from where it stood each time it is iterated (a retry sends it
+    whole again), counted on the progress bar."""
 
-    def __init__(self, inner: IO[bytes], report: Any) -> None:
-        self.inner = inner
-        self.report = report
+    def __init__(self, handle: IO[bytes], bar: tqdm[Any]) -> None:
+        self.handle = handle
+        self.bar = bar
+        self.start = handle.tell()
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.inner.read(len(buffer))
-        buffer[: len(data)] = data
-        self.report(len(data))
-        return len(data)
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.inner.seek(offset, whence)
+    def __iter__(self) -> Iterator[bytes]:
+        self.handle.seek(self.start)
+        self.bar.reset()
+        while chunk := self.handle.read(1 << 20):
+            self.bar.update(len(chunk))
+            yield chunk

@@ -10,14 +10,16 @@ import secrets
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from api import wire
 from api.deps import Org, Services, Svc
 from api.fetch import UrlFetcher, shown
+from api.streams import stream_to_store
 from lake.groups import GROUP_MAX_BYTES
 from lake.ndjson import dump_json
 from lake.uploads import Upload
@@ -48,11 +50,44 @@ def _landing_key(organization: str, token: str) -> str:
     return f"_landing/{tag}/{token}"
 
 
-@router.post("/api/ingestion/upload")
-def upload_file(org: Org, svc: Svc, file: Annotated[UploadFile, File()]) -> dict[str, str]:
-    """Store an NDJSON file (plain, gzip or bz2) for a later ``/ingest``; answer its url."""
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.post("/api/ingestion/upload", openapi_extra=_UPLOAD_BODY)
+async def upload_file(request: Request, org: Org, svc: Svc) -> dict[str, str]:
+    """Store an NDJSON file (plain, gzip or bz2) for a later ``/ingest``; answer its url.
+
+    The file is a ``file`` part of a multipart form (what the reference client sends), or the
+    whole request body (any other content type), which is streamed to the lake's store as it
+    arrives: no form parsing, no temporary file.
+    """
     token = secrets.token_urlsafe(16)
-    svc.lake.store.upload_fileobj(_landing_key(org, token), file.file)
+    key = _landing_key(org, token)
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        async with request.form() as form:  # closes the spooled files
+            file = form.get("file")
+            if not isinstance(file, StarletteUploadFile):
+                problem = {"loc": ("body", "file"), "msg": "Field required", "type": "missing"}
+                raise RequestValidationError([problem])
+            await run_in_threadpool(svc.lake.store.upload_fileobj, key, file.file)
+    else:
+        await stream_to_store(
+            svc.lake.store, key, request.stream(), max_bytes=svc.settings.max_body_bytes
+        )
     return {"url": UPLOAD_SCHEME + token}
 
 
