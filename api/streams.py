@@ -65,7 +65,7 @@ async def stream_to_store(
     loop = asyncio.get_running_loop()
     pipe = _Pipe(loop)
     reader = io.BufferedReader(pipe, buffer_size=_PIECE)
-    writing = asyncio.ensure_future(asyncio.to_thread(store.upload_fileobj, key, reader))
+    writing = asyncio.ensure_future(asyncio.to_thread(store.land, key, reader))
 
     async def send(item: bytes | BaseException | None) -> None:
         # the writer may have failed and stopped reading: then its error is raised here

@@ -358,15 +358,21 @@ class GroupCommitter:
             data = self.lake.store.get(upload.landing_key)
         if data is None or len(data) > GROUP_MAX_BYTES:
             return None
+        # one batch of at most max_lines lines and GROUP_MAX_BYTES of text (a small compressed
+        # file may hold much more): anything bigger takes the ordinary, streaming path
+        batches = read_batches(
+            io.BytesIO(data),
+            batch_lines=self.max_lines,
+            batch_bytes=GROUP_MAX_BYTES,
+            max_line=self.uploads.max_line,
+        )
         try:
-            batches = list(
-                read_batches(
-                    io.BytesIO(data), batch_lines=self.max_lines, max_line=self.uploads.max_line
-                )
-            )
+            first = next(batches, None)
+            if first is None or next(batches, None) is not None:
+                return None
         except LakeError:
             return None  # undecodable input: the ordinary path fails it with its message
-        return batches[0] if len(batches) == 1 else None
+        return first
 
     def _plan(
         self, items: list[tuple[Upload, RawBatch]]

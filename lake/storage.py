@@ -36,6 +36,7 @@ from typing import IO, Any
 import pyarrow.fs as pafs
 
 from lake.errors import ConfigError, LockLostError, LockTimeoutError, StorageError
+from lake.ndjson import zstd_unless_compressed
 
 DEFAULT_LAKE = "./shoal-data"
 _LOCK_KEY = "_shoal/writer.lock"
@@ -175,6 +176,14 @@ class ObjectStore(ABC):
     @abstractmethod
     def upload_fileobj(self, key: str, source: IO[bytes]) -> None:
         """Store what ``source`` holds from its position to its end (streamed)."""
+
+    def land(self, key: str, source: IO[bytes]) -> None:
+        """Store an upload's file read from ``source`` (the store may compress it)."""
+        self.upload_fileobj(key, source)
+
+    def land_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        """Store the upload file at ``path`` (a local copy: faster than compressing it)."""
+        self.upload_file(key, path)
 
     @abstractmethod
     def size(self, key: str) -> int | None: ...
@@ -427,6 +436,15 @@ class S3Store(ObjectStore):
             self.client.upload_fileobj(source, self.bucket, self._key(key))
         except Exception as exc:
             raise StorageError(f"S3 upload to {key!r} failed: {exc}") from exc
+
+    def land(self, key: str, source: IO[bytes]) -> None:
+        # an upload's file crosses the network twice (landed, then read back by its job):
+        # NDJSON is sent as zstd, ~15x smaller, at a fraction of the transfer's time
+        self.upload_fileobj(key, zstd_unless_compressed(source))
+
+    def land_file(self, key: str, path: str | os.PathLike[str]) -> None:
+        with open(path, "rb") as handle:
+            self.land(key, handle)
 
     def size(self, key: str) -> int | None:
         from botocore.exceptions import ClientError

@@ -235,12 +235,12 @@ class Uploads:
             self.lake.store.put(key, source)
             label = f"<{len(source)} bytes>"
         elif not isinstance(source, str | os.PathLike):
-            self.lake.store.upload_fileobj(key, source)
+            self.lake.store.land(key, source)
             label = str((options or {}).get("name") or "<stream>")
         else:
             if not os.path.isfile(source):
                 raise InputError(f"no such file: {os.fspath(source)}")
-            self.lake.store.upload_file(key, source)
+            self.lake.store.land_file(key, source)
             label = os.path.basename(os.fspath(source))
         return self.start(key, organization_id=organization_id, options=options, label=label)
 

@@ -72,7 +72,7 @@ def upload_to_lake(
     client: Client | None = None,
     progress: bool = True,
 ) -> Upload:
-    """Upload records (an iterable of dicts) or an NDJSON file (plain, gzip or bz2).
+    """Upload records (an iterable of dicts) or an NDJSON file (plain, gzip, bz2 or zstd).
 
     The data is streamed to the server with a progress bar, then ingested by a background job;
     the returned :class:`Upload` follows it (``wait=True`` waits here).

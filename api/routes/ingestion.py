@@ -69,7 +69,7 @@ _UPLOAD_BODY: dict[str, Any] = {
 
 @router.post("/api/ingestion/upload", openapi_extra=_UPLOAD_BODY)
 async def upload_file(request: Request, org: Org, svc: Svc) -> dict[str, str]:
-    """Store an NDJSON file (plain, gzip or bz2) for a later ``/ingest``; answer its url.
+    """Store an NDJSON file (plain, gzip, bz2 or zstd) for a later ``/ingest``; answer its url.
 
     The file is a ``file`` part of a multipart form (what the reference client sends), or the
     whole request body (any other content type), which is streamed to the lake's store as it
@@ -83,7 +83,7 @@ async def upload_file(request: Request, org: Org, svc: Svc) -> dict[str, str]:
             if not isinstance(file, StarletteUploadFile):
                 problem = {"loc": ("body", "file"), "msg": "Field required", "type": "missing"}
                 raise RequestValidationError([problem])
-            await run_in_threadpool(svc.lake.store.upload_fileobj, key, file.file)
+            await run_in_threadpool(svc.lake.store.land, key, file.file)
     else:
         await stream_to_store(
             svc.lake.store, key, request.stream(), max_bytes=svc.settings.max_body_bytes

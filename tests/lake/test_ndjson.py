@@ -5,6 +5,7 @@ import gzip
 import io
 
 import pytest
+import zstandard
 
 from lake import ndjson
 from lake.errors import InputError, RecordError
@@ -46,6 +47,37 @@ def test_gzip_with_several_members(chunk: int) -> None:
 
 def test_bz2_detected_by_magic(chunk: int) -> None:
     assert [d for _, d, _ in read(bz2.compress(b"x\r\ny"))] == [b"x", b"y"]
+    several = bz2.compress(b"x\r\ny") + bz2.compress(b"\nz")
+    assert [d for _, d, _ in read(several)] == [b"x", b"y", b"z"]
+
+
+def test_zstd_with_several_frames(chunk: int) -> None:
+    data = zstandard.compress(b"x\ny") + zstandard.compress(b"\nz\r")
+    assert [d for _, d, _ in read(data)] == [b"x", b"y", b"z"]
+
+
+def test_truncated_or_corrupt_zstd_is_an_input_error() -> None:
+    whole = zstandard.compress(bytes(range(256)) * 400 + b"\n")
+    with pytest.raises(InputError, match="end marker"):
+        read(whole[:-20])
+    corrupt = bytearray(whole)
+    corrupt[8:40] = b"\xff" * 32
+    with pytest.raises(InputError, match="not valid compressed data"):
+        read(bytes(corrupt))
+
+
+@pytest.mark.parametrize("size", [0, 3, 5, 3 << 20])
+def test_landed_files_are_zstd_unless_already_compressed(size: int) -> None:
+    text = (b'{"type": "IMAGE", "n": 12345}\n' * (size // 30 + 1))[:size]
+    landed = ndjson.zstd_unless_compressed(io.BytesIO(text)).read()
+    assert landed.startswith(ndjson.ZSTD_MAGIC)
+    assert b"".join(d + b"\n" for _, d, _ in read(landed)) == b"".join(
+        d + b"\n" for _, d, _ in read(text)
+    )
+    if size > 1 << 20:
+        assert len(landed) < size / 10
+    for compressed in (gzip.compress(text), bz2.compress(text), zstandard.compress(text)):
+        assert ndjson.zstd_unless_compressed(io.BytesIO(compressed)).read() == compressed
 
 
 def test_truncated_gzip_is_an_input_error() -> None:
