@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
+import zstandard
 from tqdm import tqdm
 
 from sdk._client import Client, default_client
@@ -86,14 +87,12 @@ def upload_to_lake(
     ):
         # the file is the request body, streamed (the server writes it to the lake as it
         # arrives); a multipart form, as the reference client sends, is accepted too
+        chunks = _Chunks(handle, bar)
         landed = client.request(
             "POST",
             "/api/ingestion/upload",
-            content=_Chunks(handle, bar),
-            headers={
-                "content-type": "application/octet-stream",
-                "content-length": str(size),
-            },
+            content=chunks,
+            headers={"content-type": "application/octet-stream", **chunks.headers(size)},
         )
     started = client.request("POST", "/api/ingestion/ingest", json={"urls": [landed["url"]]})
     upload = Upload(started["id"], client)
@@ -142,18 +141,38 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot send a {type(value).__name__} in a record")
 
 
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\x28\xb5\x2f\xfd")  # gzip, bz2, zstd
+
+
 class _Chunks:
-    """A file in 1 MiB chunks, from where it stood each time it is iterated (a retry sends it
-    whole again), counted on the progress bar."""
+    """A file in chunks of about 1 MiB, from where it stood each time it is iterated (a retry
+    sends it whole again), counted on the progress bar. Plain text is sent as zstd (level 1,
+    compressed as it is read: NDJSON shrinks ~15x, so the transfer takes a fraction of the
+    time); a file compressed already is sent as it is."""
 
     def __init__(self, handle: IO[bytes], bar: tqdm[Any]) -> None:
         self.handle = handle
         self.bar = bar
         self.start = handle.tell()
+        self.compress = not handle.read(4).startswith(_COMPRESSED)
+        handle.seek(self.start)
+
+    def headers(self, size: int) -> dict[str, str]:
+        # compressed on the fly, the body's length is not known before it is sent (chunked)
+        return {} if self.compress else {"content-length": str(size)}
 
     def __iter__(self) -> Iterator[bytes]:
         self.handle.seek(self.start)
         self.bar.reset()
-        while chunk := self.handle.read(1 << 20):
-            self.bar.update(len(chunk))
+        if not self.compress:
+            while chunk := self.handle.read(1 << 20):
+                self.bar.update(len(chunk))
+                yield chunk
+            return
+        reader = zstandard.ZstdCompressor(level=1).stream_reader(self.handle, closefd=False)
+        sent = self.start
+        while chunk := reader.read(1 << 20):
+            position = self.handle.tell()
+            self.bar.update(position - sent)
+            sent = position
             yield chunk

@@ -235,3 +235,35 @@ def test_miners(client: sdk.Client) -> None:
     assert sdk.list_miners(client=client) == []
     with pytest.raises(sdk.NotFound):
         entropy.status()
+
+
+def test_files_are_sent_as_zstd_unless_compressed_and_resent_whole(tmp_path: Path) -> None:
+    import gzip
+    import io
+
+    import zstandard
+    from tqdm import tqdm
+
+    from sdk._uploads import _Chunks
+
+    text = SAMPLE.read_bytes() * 50
+    for name, data, compressed in [
+        ("plain.ndjson", text, False),
+        ("packed.ndjson.gz", gzip.compress(text), True),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        with open(path, "rb") as handle, tqdm(total=len(data), file=io.StringIO()) as bar:
+            chunks = _Chunks(handle, bar)
+            sent = [b"".join(chunks), b"".join(chunks)]  # a retry sends the same body
+            assert bar.n == len(data)
+            assert sent[0] == sent[1]
+            if compressed:
+                assert sent[0] == data and chunks.headers(len(data)) == {
+                    "content-length": str(len(data))
+                }
+            else:
+                assert sent[0].startswith(b"\x28\xb5\x2f\xfd") and len(sent[0]) < len(data) / 5
+                reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(sent[0]))
+                assert reader.read() == data
+                assert chunks.headers(len(data)) == {}  # chunked: the length shows as it comes
