@@ -118,29 +118,28 @@ class DeltaStore:
     # -- reading -----------------------------------------------------------------------------
     def dataset(self, table: str, version: int, *, prune: str | None = None) -> ds.Dataset:
         """The table as a pyarrow dataset; ``prune`` (SQL over columns) skips files by stats."""
-        # our schema, not each file's: files written by a merge hold string_view columns,
-        # which pyarrow cannot compare with plain string literals in filters
-        schema = SCHEMAS[table]
         if prune is not None:
-            table_object = self.open(table, version)
-            with _NATIVE:
-                return table_object.to_pyarrow_dataset(
-                    file_pruning_predicate=prune, schema=schema, filesystem=self._filesystem(table)
-                )
+            return self._as_dataset(table, self.open(table, version), prune)
         key = (table, version)
         with self._cache_lock:
             cached = self._datasets.get(key)
         if cached is None:
-            table_object = self.open(table, version)
-            with _NATIVE:
-                cached = table_object.to_pyarrow_dataset(
-                    schema=schema, filesystem=self._filesystem(table)
-                )
+            cached = self._as_dataset(table, self.open(table, version))
             with self._cache_lock:
                 if len(self._datasets) > 64:
                     self._datasets.clear()
                 self._datasets[key] = cached
         return cached
+
+    def _as_dataset(self, table: str, dt: DeltaTable, prune: str | None = None) -> ds.Dataset:
+        # our schema, not each file's: files written by a merge hold string_view columns,
+        # which pyarrow cannot compare with plain string literals in filters
+        with _NATIVE:
+            return dt.to_pyarrow_dataset(
+                file_pruning_predicate=prune,
+                schema=SCHEMAS[table],
+                filesystem=self._filesystem(table),
+            )
 
     def read(
         self,
@@ -150,40 +149,26 @@ class DeltaStore:
         columns: Sequence[str] | None = None,
         filter: pc.Expression | None = None,
         prune: str | None = None,
+        at_writer: bool = False,
     ) -> pa.Table:
+        """Rows of ``table`` at ``version``. ``at_writer``: through the table object kept for
+        writing when it stands at ``version`` (no log replay); only for a writer holding the
+        lake's writer lock."""
         try:
-            return self.dataset(table, version, prune=prune).to_table(
-                columns=list(columns) if columns is not None else None, filter=filter
-            )
-        except (DeltaError, OSError, pa.ArrowException) as exc:
-            raise StorageError(f"cannot read table {table!r}: {exc}") from exc
-
-    def read_at_writer(
-        self,
-        table: str,
-        version: int,
-        *,
-        columns: Sequence[str] | None = None,
-        filter: pc.Expression | None = None,
-        prune: str | None = None,
-    ) -> pa.Table:
-        """Like :meth:`read`, through the table object kept for writing when it stands at
-        ``version`` (no log replay). Only for a writer holding the lake's writer lock."""
-        try:
-            with _NATIVE:
-                dt = self._writer(table)
-                if dt.version() != version:
-                    dt = self.open(table, version)
-                dataset = dt.to_pyarrow_dataset(
-                    file_pruning_predicate=prune,
-                    schema=SCHEMAS[table],
-                    filesystem=self._filesystem(table),
-                )
+            if at_writer:
+                with _NATIVE:
+                    dt = self._writer(table)
+                    if dt.version() != version:
+                        dt = self.open(table, version)
+                    dataset = self._as_dataset(table, dt, prune)
+            else:
+                dataset = self.dataset(table, version, prune=prune)
             return dataset.to_table(
                 columns=list(columns) if columns is not None else None, filter=filter
             )
         except (DeltaError, OSError, pa.ArrowException) as exc:
-            self._writers.pop(table, None)
+            if at_writer:
+                self._writers.pop(table, None)
             raise StorageError(f"cannot read table {table!r}: {exc}") from exc
 
     def fragments(self, table: str, version: int) -> list[ds.Fragment]:

@@ -94,8 +94,7 @@ class GroupCommitter:
         #: called (from the worker thread) with the ids of uploads this worker ended
         self.on_done: Callable[[list[str]], object] | None = None
         self._queue: list[Upload] = []
-        self._queued_bytes = 0
-        self._sizes: dict[str, int] = {}  # bytes of the queued uploads submitted here
+        self._queued_bytes = 0  # of the queued uploads' data held in _data
         self._fresh: set[str] = set()  # submitted to this process, not tried yet
         # the data of uploads submitted here, kept until the worker takes it (not read back)
         self._data: dict[str, bytes] = {}
@@ -173,8 +172,7 @@ class GroupCommitter:
             self._queue.append(upload)
             if data is not None:
                 self._data[upload_id] = data
-            self._sizes[upload_id] = len(data or b"")
-            self._queued_bytes += len(data or b"")
+                self._queued_bytes += len(data)
             self._remember(upload)
             self._wake.notify_all()
         return upload
@@ -291,7 +289,8 @@ class GroupCommitter:
         with self._wake:
             group = self._queue[: self.max_group]
             del self._queue[: self.max_group]
-            self._queued_bytes -= sum(self._sizes.pop(u.id, 0) for u in group)
+            # (their data stays in _data until the worker reads it)
+            self._queued_bytes -= sum(len(self._data.get(u.id, b"")) for u in group)
             self._wake.notify_all()  # requests waiting for room
             return group
 
@@ -307,7 +306,6 @@ class GroupCommitter:
         committed = self._committed(unsure) if unsure else set()
         for upload in group:
             if upload.id in committed:  # by an earlier run that stopped before cleaning up
-                self._data.pop(upload.id, None)
                 self._clean(upload)
         raws: dict[str, list[tuple[Upload, RawBatch]]] = {}
         ordinary: list[Upload] = []

@@ -266,7 +266,6 @@ class Transaction:
         self.versions = dict(base.versions)
         self.progress = dict(base.progress)
         self.dirty = False
-        self.touched: set[str] = set()  # tables written by this transaction
 
     def read(
         self,
@@ -276,15 +275,15 @@ class Transaction:
         filter: pc.Expression | None = None,
         prune: str | None = None,
     ) -> pa.Table:
-        """Rows of ``table`` at the base state, before this transaction writes to it (read
-        through the writer's table object: no Delta log replay per transaction)."""
+        """Rows of ``table`` at the base state (read through the writer's table object while it
+        stands there: no Delta log replay per transaction)."""
         version = self.base.versions.get(table)
-        if version is None or table in self.touched:
+        if version is None:
             return self.lake.read(
                 table, state=self.base, columns=columns, filter=filter, prune=prune
             )
-        return self.lake.delta.read_at_writer(
-            table, version, columns=columns, filter=filter, prune=prune
+        return self.lake.delta.read(
+            table, version, columns=columns, filter=filter, prune=prune, at_writer=True
         )
 
     def set_progress(self, upload_id: str, progress: dict[str, Any] | None) -> None:
@@ -295,7 +294,6 @@ class Transaction:
             self.progress[upload_id] = progress
 
     def _begin(self, table: str) -> None:
-        self.touched.add(table)
         self.lake.store.keep_lock()
         if not self.dirty:
             self.lake.store.put(

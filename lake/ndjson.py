@@ -26,8 +26,10 @@ from lake.errors import InputError, RecordError
 CHUNK = 1 << 20
 DEFAULT_MAX_LINE = 64 << 20
 DEFAULT_BATCH_BYTES = 64 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+BZ2_MAGIC = b"BZh"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_COMPRESSED = (b"\x1f\x8b", b"BZh", ZSTD_MAGIC)
+_COMPRESSED = (GZIP_MAGIC, BZ2_MAGIC, ZSTD_MAGIC)
 
 
 class Line(NamedTuple):
@@ -121,9 +123,9 @@ class _Decompressed:
             if not more:
                 break
             first += more
-        if first.startswith(b"\x1f\x8b"):
+        if first.startswith(GZIP_MAGIC):
             yield from self._inflate(first, lambda: zlib.decompressobj(wbits=31))
-        elif first.startswith(b"BZh"):
+        elif first.startswith(BZ2_MAGIC):
             yield from self._inflate(first, bz2.BZ2Decompressor)
         elif first.startswith(ZSTD_MAGIC):
             yield from self._inflate(first, lambda: zstandard.ZstdDecompressor().decompressobj())
