@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lake import Lake, LakeError, Uploads
+from lake.memory import retain_freed_memory
 
 
 def _lake(args: argparse.Namespace) -> Lake:
@@ -48,6 +49,7 @@ def print_json(value: Any) -> None:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    retain_freed_memory()
     lake = _lake(args)
     uploads = Uploads(lake, batch_size=args.batch_size)
     failed = False
@@ -272,6 +274,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if v is not None
     }
     settings = Settings(**overrides)
+    retain_freed_memory()
     lake = Lake(settings.lake)
     keys = ApiKeys(lake)
     if not keys.list_keys():

@@ -43,6 +43,7 @@ import httpx2
 import sdk
 from lake import Lake, S3Options, Uploads
 from lake.keys import ApiKeys
+from lake.memory import retain_freed_memory
 
 HERE = Path(__file__).resolve().parent
 POLL = 0.05  # pause before asking again about a batch still RUNNING after a long poll
@@ -183,6 +184,7 @@ def open_lake(target: str, workdir: Path, name: str, server: Any) -> Lake:
 
 
 def main() -> None:
+    retain_freed_memory()  # as shoal serve and shoal ingest do (the server is one)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--targets", default="local,s3")
     parser.add_argument("--records", type=int, default=1_000_000)

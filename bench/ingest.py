@@ -37,6 +37,7 @@ from deltalake import write_deltalake
 
 from lake import Lake, S3Options, Uploads
 from lake.ids import derived_ids, salt_of
+from lake.memory import retain_freed_memory
 from lake.tables import SCHEMAS
 
 
@@ -290,6 +291,7 @@ def bench_update(lake: Lake, datapoint_ids: list[str]) -> dict[str, Any]:
 
 
 def main() -> int:
+    retain_freed_memory()  # as shoal serve and shoal ingest do
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from lake import ids
+from lake import ids, vectortext
 from lake.derive import rows_entropy, rows_probabilities
 from lake.ingest import BatchCounts, IdSource
 from lake.ndjson import RawBatch
@@ -54,6 +54,7 @@ def plan_batch(
     id_source: IdSource,
     now: datetime,
     use_threads: bool = True,
+    cut_vectors: bool = True,
 ) -> tuple[FastBatch, list[int]] | None:
     """Plan the plain rows of ``batch``; return them and the positions left for the record path.
 
@@ -63,18 +64,42 @@ def plan_batch(
     """
     if not len(batch.numbers):
         return None
+    # embedding vectors, most of such a batch's text, are parsed apart (lake.vectortext)
+    cut = vectortext.cut(batch.data) if cut_vectors else None
+    text = batch.data if cut is None else cut.data
     options = pj.ReadOptions(use_threads=use_threads)
     if not use_threads:
-        options.block_size = max(options.block_size, min(len(batch.data) + 1, _MAX_BLOCK))
+        options.block_size = max(options.block_size, min(len(text) + 1, _MAX_BLOCK))
     try:
-        table = pj.read_json(io.BytesIO(batch.data), read_options=options)
+        table = pj.read_json(io.BytesIO(text), read_options=options).combine_chunks()
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        return None
-    if table.num_rows != len(batch.numbers):  # several objects on one line
+        table = None
+    if table is not None and table.num_rows != len(batch.numbers):  # objects sharing a line
+        table = None
+    restored = None
+    if cut is not None and table is not None:
+        try:
+            restored = vectortext.restore(table, cut)
+        except (pa.ArrowException, ValueError, TypeError, IndexError):
+            log.warning("putting back the vectors cut from a batch failed", exc_info=True)
+    if cut is not None and restored is None:  # not the shape the cut implies: read it all
+        return plan_batch(
+            batch,
+            organization_id=organization_id,
+            id_source=id_source,
+            now=now,
+            use_threads=use_threads,
+            cut_vectors=False,
+        )
+    if table is None:
         return None
     try:
-        table = table.combine_chunks()
+        refused = None
+        if restored is not None:
+            table, refused = restored
         simple = plain_rows(table)
+        if refused is not None:
+            simple &= ~refused
         keep = np.flatnonzero(simple)
         planner = _Planner(
             table if simple.all() else table.take(pa.array(keep, pa.int64())),
@@ -367,7 +392,7 @@ class _Planner:
             names = pa.array(
                 [f"{models[r]}:{layer}" if layer else models[r] for r in rows], pa.string()
             )
-            taken = values.take(pa.array(rows, pa.int64()))
+            taken = values if len(rows) == m else values.take(pa.array(rows, pa.int64()))
             vector_lengths = list_lengths(taken)
             vector_flat = np.asarray(
                 pc.list_flatten(taken).to_numpy(zero_copy_only=False), dtype=np.float64
