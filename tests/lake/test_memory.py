@@ -1,4 +1,4 @@
-"""Freed memory kept for the next batch: what ``retain_freed_memory`` changes, in a fresh process."""
+"""Freed memory kept for the next batch: what ``retain_freed_memory`` changes (a fresh process)."""
 
 from __future__ import annotations
 
