@@ -11,9 +11,10 @@ back in the parsed table where the empty lists are.
 The cut is found by plain text search for the key ``"embeddings"`` followed by a list or an
 object of lists; a match is trusted only where Arrow's parse of the cut text agrees: a row is
 planned natively only when its matches are exactly its predictions' embeddings, in order (see
-:func:`restore`). Anything unforeseen in the text (an escaped quote before the key, a layer
-name with escapes, a value that is not a list) leaves the batch to the usual parse, so this is
-a shortcut, never a different reading of a record.
+:func:`restore`). A key of that name holding a string or a number is passed over (Arrow's
+reading of it decides); anything unforeseen in the text (an escaped quote before the key, a
+layer name with escapes, a layer that is not a list) leaves the batch to the usual parse, so
+this is a shortcut, never a different reading of a record.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ _COLON = re.compile(rb"[ \t\r]*:[ \t\r]*")
 _LAYER = re.compile(rb'[ \t\r]*"([^"\\\n]*)"[ \t\r]*:[ \t\r]*(\[|null\b)')
 _AFTER_LAYER = re.compile(rb"[ \t\r]*([,}])")
 _EMPTY_OBJECT = re.compile(rb"[ \t\r]*}")
-_NULL = re.compile(rb"null\b")
 
 # below this share of the text in vectors, cutting them out saves less than it costs
 _MIN_SHARE = 0.25
@@ -102,11 +102,9 @@ def cut(data: bytes) -> Cut | None:
                 after = following.end()
                 if following.group(1) == b"}":
                     break
-        elif _NULL.match(data, at):
+        else:  # null, or a key of that name holding a string or number (a tag, say)
             position = find(_KEY, at)
             continue
-        else:
-            return None
         owner = len(marks)
         if owner == _PROBE and sum(len(b) for b in bodies) < _MIN_SHARE * start:
             return None  # small vectors: not worth it

@@ -113,8 +113,7 @@ def test_the_cut_text_holds_empty_lists_and_the_vectors_parse_exactly(compact: b
         b'{"type": "IMAGE", "metadata": {"a\\"embeddings": [1]}}',
         # a layer name with an escape
         b'{"type": "IMAGE", "predictions": [{"embeddings": {"a\\u0062": [1.0]}}]}',
-        # embeddings that are neither a list, an object of lists nor null
-        b'{"type": "IMAGE", "predictions": [{"embeddings": 3}]}',
+        # a layer that is neither a list nor null
         b'{"type": "IMAGE", "predictions": [{"embeddings": {"l": 3}}]}',
         # vectors JSON does not allow, or that are not vectors of numbers
         b'{"type": "IMAGE", "predictions": [{"embeddings": {"l": [.5, 1]}}]}',
@@ -128,6 +127,21 @@ def test_text_this_reading_does_not_foresee_is_left_whole(line: bytes) -> None:
     rng = random.Random(2)
     data = batch_data(text([record(rng) for _ in range(20)]) + b"\n" + line)
     assert vectortext.cut(data) is None
+
+
+def test_a_key_of_that_name_holding_a_number_is_passed_over(tmp_path: Path) -> None:
+    """The value is left in the text; Arrow, meeting a number where the other records have
+    layers, refuses the batch, and the record path reports the record."""
+    rng = random.Random(7)
+    line = b'{"type": "IMAGE", "predictions": [{"task_type": "CLASSIFICATION", "embeddings": 3}]}'
+    data = text([record(rng) for _ in range(20)]) + b"\n" + line
+    cut = vectortext.cut(batch_data(data))
+    assert cut is not None
+    assert b'"embeddings": 3}' in cut.data
+    assert native_leftover(data) is None
+    lakes = ingest_both_ways(tmp_path, data)
+    for table in ("datapoints", "tags", "predictions", "feature_vectors"):
+        assert same_rows(lakes, table), table
 
 
 def test_small_vectors_are_not_worth_cutting() -> None:
@@ -172,6 +186,9 @@ ODD_LINES = {
     # "embeddings" as a value, and an empty object of layers
     29: '{"type": "IMAGE", "tags": {"kind": "embeddings"}, "predictions": [{"task_type": '
     '"CLASSIFICATION", "logits": [1, 2], "embeddings": {}}], "metadata": {"v": "%s"}}',
+    # a tag of that name: not a vector, nothing to cut, the row stays on the native path
+    33: '{"type": "IMAGE", "tags": {"embeddings": "yes", "n": 1}, "predictions": [{"task_type": '
+    '"CLASSIFICATION", "logits": [1, 2], "embeddings": {"pool": [%s]}}]}',
 }
 
 
@@ -187,7 +204,7 @@ def test_odd_records_among_cut_ones_agree_with_the_general_path(tmp_path: Path) 
     assert leftover is not None
     # rows whose cut does not match their predictions' embeddings take the record path
     assert {6, 10, 22, 26} <= set(leftover)
-    assert 18 not in leftover
+    assert 18 not in leftover and 34 not in leftover
     lakes = ingest_both_ways(tmp_path, data)
     for table in ("datapoints", "tags", "predictions", "feature_vectors"):
         assert same_rows(lakes, table), table
@@ -228,3 +245,37 @@ def test_a_layer_named_twice_leaves_the_batch_to_the_record_path(tmp_path: Path)
     ]
     assert all(len(v) == DIM for v in pools)  # never the first [1, 2]
     assert any(np.allclose(v, last, atol=1e-3) for v in pools)
+
+
+def odd_record(rng: random.Random, form: str) -> dict[str, Any]:
+    """A record with one of the unusual uses of an ``"embeddings"`` key, or none."""
+    r = record(rng, form)
+    first = r["predictions"][0]
+    choice = rng.randrange(7)
+    if choice == 0:
+        r["metadata"] = {"embeddings": vector(rng, 3)}
+    elif choice == 1:
+        r["tags"]["embeddings"] = "x"
+    elif choice == 2:
+        first["embeddings"] = rng.choice([{}, [], {"pool": None, "fc": None}])
+    elif choice == 3:
+        first["embeddings"] = {"pool": [1e5, 2]}  # beyond float16: reported
+    elif choice == 4:
+        r["groundtruths"] = [
+            {"task_type": "CLASSIFICATION", "class_name": "c", "embeddings": vector(rng, 4)}
+        ]
+    return r
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_mixtures_store_what_the_record_path_stores(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(100 + seed)
+    form = rng.choice(["layers", "bare"])
+    records = [
+        record(rng, form) if rng.random() < 0.8 else odd_record(rng, form) for _ in range(30)
+    ]
+    data = text(records, compact=rng.random() < 0.5)
+    assert vectortext.cut(batch_data(data)) is not None
+    lakes = ingest_both_ways(tmp_path, data)
+    for table in ("datapoints", "tags", "groundtruths", "predictions", "feature_vectors"):
+        assert same_rows(lakes, table), table
