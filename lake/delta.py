@@ -62,6 +62,9 @@ class DeltaStore:
         self._cache_lock = threading.Lock()
         # tables opened for writing, kept open across commits (writes hold the lake's lock)
         self._writers: dict[str, DeltaTable] = {}
+        # commits made by this process per table since its files were last looked at (see
+        # lake.maintenance.merge_small_files)
+        self.commits_since_look: dict[str, int] = {}
 
     def uri(self, table: str) -> str:
         return self.location.join(table)
@@ -326,6 +329,32 @@ class DeltaStore:
 
         return self._with_retries(table, "restore", write)
 
+    def small_files(self, table: str, *, fewer_rows_than: int) -> pa.Table:
+        """The newest version's files of fewer than ``fewer_rows_than`` rows with statistics
+        of their ``id``: ``path``, ``rows``, ``low``, ``high`` (the id range), in id order."""
+        try:
+            with _NATIVE:
+                actions = pa.table(self._writer(table).get_add_actions(flatten=True))
+        except (DeltaError, OSError) as exc:
+            self._writers.pop(table, None)
+            raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
+        self.commits_since_look[table] = 0
+        if actions.num_rows == 0 or "min.id" not in actions.column_names:
+            return pa.table({"path": [], "rows": [], "low": [], "high": []})
+        files = pa.table(
+            {
+                "path": actions.column("path"),
+                "rows": actions.column("num_records"),
+                "low": actions.column("min.id"),
+                "high": actions.column("max.id"),
+            }
+        )
+        small = pc.and_(
+            pc.less(files.column("rows"), fewer_rows_than),
+            pc.and_(pc.is_valid(files.column("low")), pc.is_valid(files.column("high"))),
+        )
+        return files.filter(small).sort_by("low")
+
     def _writer(self, table: str) -> DeltaTable:
         """The table at its newest version, reusing the object of the previous commit."""
         dt = self._writers.get(table)
@@ -343,7 +372,9 @@ class DeltaStore:
         for attempt in range(_COMMIT_RETRIES):
             try:
                 with contextlib.nullcontext() if locked else _NATIVE:
-                    return fn()
+                    result = fn()
+                self.commits_since_look[table] = self.commits_since_look.get(table, 0) + 1
+                return result
             except CommitFailedError as exc:
                 self._writers.pop(table, None)
                 if attempt == _COMMIT_RETRIES - 1:

@@ -39,6 +39,7 @@ from lake.columnar import FastBatch, plan_batch
 from lake.errors import BusyError, LakeError
 from lake.ingest import BatchCounts, IdSource
 from lake.lake import Transaction, sql_text
+from lake.maintenance import tidy
 from lake.ndjson import RawBatch, read_batches
 from lake.tables import SCHEMAS
 from lake.uploads import (
@@ -253,6 +254,7 @@ class GroupCommitter:
             except Exception:
                 log.exception("group commit of %d uploads failed", len(group))
                 self._one_by_one(group)
+            tidy(self.lake)
             with self._wake:  # what the group did not read is read back from the landing area
                 for upload in group:
                     self._data.pop(upload.id, None)

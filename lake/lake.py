@@ -379,6 +379,11 @@ class Transaction:
             return
         self.replace(table, key, key_ranges(keys), drop, SCHEMAS[table].empty_table())
 
+    def rewrite(self, table: str, ranges: Sequence[tuple[str, str]]) -> None:
+        """Rewrite the rows whose id lies in ``ranges`` as they are (their files merged)."""
+        nothing = pc.field("id").is_null()  # ids are never null: every row is carried over
+        self.replace(table, "id", ranges, nothing, SCHEMAS[table].empty_table())
+
     def compact(self, table: str, *, target_size: int) -> None:
         """Merge ``table``'s small files (same rows, fewer files)."""
         self._begin(table)

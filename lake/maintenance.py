@@ -19,13 +19,18 @@ The Delta logs themselves are never trimmed (tables are created with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import orjson
+import pyarrow as pa
 
+from lake.errors import LakeError
 from lake.lake import Lake, LakeState
-from lake.tables import DATA_TABLES, TABLE_NAMES
+from lake.tables import DATA_TABLES, SCHEMAS, TABLE_NAMES
+
+log = logging.getLogger(__name__)
 
 #: What a frozen read of a committed dataset version reads at the lake state it recorded (the
 #: bookkeeping tables, uploads and miners among them, are always read at the latest state).
@@ -33,6 +38,15 @@ FROZEN_TABLES = frozenset((*DATA_TABLES, "dataset_members"))
 
 DEFAULT_RETENTION_HOURS = 24.0
 DEFAULT_TARGET_SIZE = 128 * 2**20
+
+#: Small-file merging (:func:`merge_small_files`): a merged file holds up to this many rows,
+#: about what one ingestion batch writes to a file, so that an update rewrites as much
+#: whichever way the rows arrived; files of fewer than half as many rows are small.
+MERGE_ROWS = 50_000
+#: Small files a table may hold before they are merged.
+MERGE_AT = 32
+#: A table's files are looked at after this many commits of this process to it.
+LOOK_EVERY = 8
 
 
 @dataclass(frozen=True)
@@ -97,3 +111,96 @@ def pinned_versions(lake: Lake, state: LakeState | None = None) -> dict[str, set
                 if table in FROZEN_TABLES:
                     pinned.setdefault(table, set()).add(int(version))
     return pinned
+
+
+def tidy(lake: Lake) -> None:
+    """:func:`merge_small_files` after a writer's work, never failing it: a merge that
+    cannot be made now (the storage failing, the lock busy) is made at a later look."""
+    try:
+        merge_small_files(lake)
+    except LakeError:
+        log.warning("small files of %s not merged this time", lake.uri, exc_info=True)
+
+
+def merge_small_files(
+    lake: Lake,
+    *,
+    tables: Iterable[str] | None = None,
+    look_every: int = LOOK_EVERY,
+    at_least: int = MERGE_AT,
+    rows: int = MERGE_ROWS,
+    budget: int = 2 * MERGE_ROWS,
+) -> dict[str, int]:
+    """Merge the small files of tables that hold ``at_least`` of them; return how many files
+    of each table were merged.
+
+    Every commit adds a file, and a delta-rs commit costs time in proportion to the files of
+    the table (~0.15 ms each on a local disk): a server group-committing small requests would
+    slow down without end. Runs of small files adjacent in id order (ids are time-ordered, so
+    these are files written one after the other) are rewritten as one file of up to ``rows``
+    rows each; large files stay as they are. The rows are the same before and after, readers
+    move to the merged files with the next lake state, and the replaced files stay on disk for
+    readers of older states until maintenance vacuums them.
+
+    Only tables this process committed to ``look_every`` times since it last looked at them
+    are looked at (a look lists the table's files); the writer lock is taken only when there
+    is something to merge, and a call rewrites about ``budget`` rows at most (a writer waits
+    for one short merge at a time; a table not reached is looked at on the next call).
+    """
+    merged: dict[str, int] = {}
+    due = [
+        table
+        for table in (tables if tables is not None else TABLE_NAMES)
+        if "id" in SCHEMAS[table].names
+        and lake.delta.commits_since_look.get(table, 0) >= look_every
+    ]
+    existing = lake.state().versions if due else {}
+    for table in due:
+        if table not in existing or budget <= 0:
+            continue
+        if lake.delta.small_files(table, fewer_rows_than=rows // 2).num_rows < at_least:
+            continue
+        with lake.transaction() as txn:  # the files again, now that no writer commits
+            if table not in txn.base.versions:
+                continue
+            files = lake.delta.small_files(table, fewer_rows_than=rows // 2)
+            if files.num_rows < at_least:
+                continue
+            count = 0
+            for low, high, n, held in _runs(files, rows=rows, budget=budget):
+                txn.rewrite(table, [(low, high)])
+                count += n
+                budget -= held
+            merged[table] = count
+        lake.delta.commits_since_look[table] = 0  # (the merge's own commits do not count)
+        log.info("table %s: %d small files merged", table, count)
+    return merged
+
+
+def _runs(files: pa.Table, *, rows: int, budget: int) -> list[tuple[str, str, int, int]]:
+    """Runs of files (in id order) to merge: (lowest id, highest id, files, rows), each of up
+    to ``rows`` rows unless files overlap, and of two files at least; until ``budget`` rows."""
+    runs: list[tuple[str, str, int, int]] = []
+    total = held = count = 0  # rows merged so far; rows and files of the current run
+    low = high = ""
+    for file_low, file_high, n in zip(
+        files.column("low").to_pylist(),
+        files.column("high").to_pylist(),
+        files.column("rows").to_pylist(),
+        strict=True,
+    ):
+        if count and file_low > high and held + n > rows:
+            if count >= 2:
+                runs.append((low, high, count, held))
+                total += held
+                if total >= budget:
+                    return runs
+            count = held = 0
+        if not count:
+            low, high = file_low, file_high
+        count += 1
+        held += n
+        high = max(high, file_high)
+    if count >= 2:
+        runs.append((low, high, count, held))
+    return runs

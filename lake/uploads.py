@@ -38,6 +38,7 @@ from lake.errors import (
 from lake.faults import crash_point
 from lake.ingest import BatchCounts, BatchPlanner, IdSource
 from lake.lake import Lake, LakeState
+from lake.maintenance import tidy
 from lake.ndjson import DEFAULT_MAX_LINE, RawBatch, parse_line, read_batches
 from lake.records import RecordSpec, finish_logits, normalise
 from lake.tables import SCHEMAS
@@ -388,7 +389,9 @@ class Uploads:
         delay = 0.5
         while True:
             try:
-                return self._run_from_last_batch(upload_id, progress)
+                upload = self._run_from_last_batch(upload_id, progress)
+                tidy(self.lake)
+                return upload
             except (StorageError, LockTimeoutError) as exc:
                 if time.monotonic() + delay > give_up:
                     upload = self.get(upload_id)

@@ -201,3 +201,26 @@ def test_a_waiting_upload_gets_in_once_the_queue_has_room(local_lake: Lake) -> N
     assert local_lake.count("datapoints") == 6
     # the committed uploads' landed files and markers are cleaned up (off the worker's path)
     assert local_lake.store.list("_shoal/pending/") == []
+
+
+def test_small_files_of_many_groups_are_merged(local_lake: Lake) -> None:
+    # every group adds a file to each table it writes, and a commit costs time in proportion
+    # to a table's files: the committer has them merged as it goes (lake.maintenance)
+    uploads = Uploads(local_lake)
+    runner = JobRunner(local_lake, uploads=uploads)
+    group = GroupCommitter(uploads, fallback=runner.submit, linger=0)
+    group.start()
+    try:
+        for i in range(48):  # one upload at a time: 48 groups
+            upload = group.submit(plain(f"g{i}", 5), organization_id="default")
+            assert wait_all(uploads, [upload.id])[0].status == "SUCCEEDED"
+    finally:
+        group.stop()
+        runner.shutdown()
+    state = local_lake.state()
+    assert state.versions["datapoints"] >= 48  # a commit per group, and the merges
+    for table in ("datapoints", "tags", "groundtruths", "uploads"):
+        assert local_lake.delta.file_count(table, state.versions[table]) <= 20, table
+    assert local_lake.count("datapoints") == 240 and local_lake.count("uploads") == 48
+    uris = {r["metadata"] for r in local_lake.read("datapoints", columns=["metadata"]).to_pylist()}
+    assert len(uris) == 240

@@ -5,9 +5,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pyarrow as pa
+import pytest
+
 from lake import Lake, Uploads
 from lake.datasets import Datasets
-from lake.maintenance import maintain
+from lake.maintenance import _runs, maintain, merge_small_files
 from lake.query import select
 
 CLS = "CLASSIFICATION"
@@ -92,3 +95,80 @@ def test_ingestion_during_maintenance_loses_nothing(lake: Lake, ingest: Any) -> 
     assert lake.count("datapoints") == 60 and lake.count("tags") == 60
     values = sorted(int(r["value"]) for r in lake.read("tags").to_pylist())
     assert values == [*range(30), *range(100, 130)]
+
+
+def rows_by_id(lake: Lake, table: str, state: Any = None) -> list[dict[str, Any]]:
+    return sorted(lake.read(table, state=state).to_pylist(), key=lambda r: r["id"])
+
+
+def test_small_files_are_merged_in_runs_of_bounded_rows(lake: Lake, ingest: Any) -> None:
+    for start in range(0, 36, 3):  # twelve uploads: twelve files of three rows per table
+        ingest(batch(start))
+    before = lake.state()
+    tables = ("datapoints", "tags", "groundtruths", "uploads")
+    rows = {t: rows_by_id(lake, t) for t in tables}
+    assert files(lake, "datapoints") == 12 and files(lake, "tags") == 12
+
+    # too few small files: nothing is looked at closely, nothing is written
+    assert merge_small_files(lake, look_every=1, at_least=13, rows=10) == {}
+    assert lake.state().seq == before.seq
+
+    # (that look counts: look_every=0 looks again at once)
+    merged = merge_small_files(lake, look_every=0, at_least=4, rows=10, budget=1000)
+    # files of fewer than 5 rows are small; runs of up to 10 rows: three files each
+    assert merged["datapoints"] == 12 and merged["tags"] == 12
+    assert files(lake, "datapoints") == 4 and files(lake, "tags") == 4
+    assert lake.state().seq == before.seq + len(merged)  # one transaction per table
+    for table in tables:
+        assert rows_by_id(lake, table) == rows[table], table
+        # a reader still at the state before reads the same rows from the files it knew
+        assert rows_by_id(lake, table, before) == rows[table], table
+
+    # looked at a moment ago: no new look until the process commits to the table again
+    assert merge_small_files(lake, at_least=1, rows=10) == {}
+    ingest(batch(100))
+    assert lake.delta.commits_since_look["datapoints"] == 1
+
+
+def test_an_update_after_a_merge_finds_its_rows(lake: Lake, ingest: Any) -> None:
+    for start in range(0, 24, 3):
+        ingest(batch(start))
+    merge_small_files(lake, look_every=0, at_least=2, rows=100, budget=1000)
+    assert files(lake, "groundtruths") == 1
+    target = rows_by_id(lake, "datapoints")[5]["id"]
+    ingest([{"id": target, "groundtruths": [{"task_type": CLS, "class_name": "dog"}]}])
+    labels = {r["datapoint"]: r["class_name"] for r in lake.read("groundtruths").to_pylist()}
+    assert len(labels) == 24 and labels[target] == "dog"
+    assert sorted(labels.values()).count("cat") == 23
+
+
+def _files(*spans: tuple[str, str, int]) -> pa.Table:
+    low, high, rows = zip(*spans, strict=True)
+    return pa.table({"low": list(low), "high": list(high), "rows": list(rows)})
+
+
+@pytest.mark.parametrize(
+    ("spans", "rows", "budget", "expected"),
+    [
+        # runs close before they would pass ``rows``
+        (
+            [("a", "b", 4), ("c", "d", 4), ("e", "f", 4), ("g", "h", 4)],
+            8,
+            100,
+            [("a", "d", 2, 8), ("e", "h", 2, 8)],
+        ),
+        # a run of one file is left alone
+        ([("a", "b", 4), ("c", "d", 7), ("e", "f", 1)], 8, 100, [("c", "f", 2, 8)]),
+        # files whose id ranges overlap go together whatever their rows
+        ([("a", "m", 6), ("c", "d", 6), ("n", "p", 1)], 8, 100, [("a", "m", 2, 12)]),
+        # the budget stops the runs
+        ([("a", "b", 4), ("c", "d", 4), ("e", "f", 4), ("g", "h", 4)], 8, 8, [("a", "d", 2, 8)]),
+    ],
+)
+def test_runs(
+    spans: list[tuple[str, str, int]],
+    rows: int,
+    budget: int,
+    expected: list[tuple[str, str, int, int]],
+) -> None:
+    assert _runs(_files(*spans), rows=rows, budget=budget) == expected
