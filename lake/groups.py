@@ -125,10 +125,8 @@ class GroupCommitter:
         retries later instead of the queue, and the latency, growing without end).
         """
         self._wait_for_room(len(data))
-        landing_key = f"_landing/{ids.new_id()}"
-        self.lake.store.put(landing_key, data)
         return self._queue_upload(
-            landing_key,
+            "",  # the data travels inside the marker: one object write per upload
             organization_id=organization_id,
             options=options,
             source=source or f"<{len(data)} bytes>",
@@ -166,7 +164,7 @@ class GroupCommitter:
             "created_at": datetime.now(UTC).isoformat(),
         }
         upload_id = ids.new_id()
-        self.lake.store.put(PENDING_PREFIX + upload_id, json.dumps(marker).encode())
+        self.lake.store.put(PENDING_PREFIX + upload_id, pending_marker(marker, data))
         upload = Upload.from_marker(upload_id, marker)
         with self._wake:
             self._fresh.add(upload_id)
@@ -305,10 +303,11 @@ class GroupCommitter:
         with self._wake:
             unsure = [u.id for u in group if u.id not in self._fresh]
             self._fresh.difference_update(u.id for u in group)
-        committed = self._committed(unsure) if unsure else set()
+        committed = self._committed(unsure) if unsure else {}
         for upload in group:
             if upload.id in committed:  # by an earlier run that stopped before cleaning up
-                self._clean(upload)
+                # (a RUNNING one was handed to the ordinary path, which reads its file)
+                self._clean(upload, landed=committed[upload.id] != UploadStatus.RUNNING)
         raws: dict[str, list[tuple[Upload, RawBatch]]] = {}
         ordinary: list[Upload] = []
         for upload in group:
@@ -337,25 +336,28 @@ class GroupCommitter:
         for upload in ordinary:
             self._hand_over(upload)
 
-    def _committed(self, upload_ids: list[str], txn: Transaction | None = None) -> set[str]:
-        """Which of these uploads the lake holds a row of (at ``txn``'s base, or the latest)."""
+    def _committed(self, upload_ids: list[str], txn: Transaction | None = None) -> dict[str, str]:
+        """The status of those of these uploads the lake holds a row of (at ``txn``'s base,
+        or the latest)."""
         low, high = min(upload_ids), max(upload_ids)
         rows = (txn or self.lake).read(
             "uploads",
-            columns=["id"],
+            columns=["id", "status"],
             filter=pc.field("id").isin(pa.array(upload_ids, pa.string())),
             # upload ids are time-ordered: only the files of recent uploads are opened (one
             # file per group commit accumulates until maintenance compacts the table)
             prune=f"id >= {sql_text(low)} AND id <= {sql_text(high)}",
         )
-        return set(rows.column("id").to_pylist())
+        return dict(
+            zip(rows.column("id").to_pylist(), rows.column("status").to_pylist(), strict=True)
+        )
 
     def _raw(self, upload: Upload) -> RawBatch | None:
         """The upload's lines as one batch, or None when it needs the ordinary path."""
         with self._wake:
             data = self._data.pop(upload.id, None)
         if data is None:  # left by a process that stopped, or submitted already landed
-            data = self.lake.store.get(upload.landing_key)
+            data = self._stored_data(upload)
         if data is None or len(data) > GROUP_MAX_BYTES:
             return None
         # one batch of at most max_lines lines and GROUP_MAX_BYTES of text (a small compressed
@@ -436,8 +438,22 @@ class GroupCommitter:
             txn.append("uploads", _rows(finished))
         return finished
 
+    def _stored_data(self, upload: Upload) -> bytes | None:
+        if upload.landing_key:
+            return self.lake.store.get(upload.landing_key)
+        marker = self.lake.store.get(PENDING_PREFIX + upload.id)
+        return None if marker is None else marker.partition(b"\n")[2]
+
     def _hand_over(self, upload: Upload) -> None:
         """Give a pending upload to the ordinary path (its row first, then its marker goes)."""
+        if not upload.landing_key:  # the ordinary path reads a landed file
+            key = f"_landing/{upload.id}"
+            if self.lake.store.size(key) is None:
+                data = self._stored_data(upload)
+                if data is None:
+                    raise LakeError(f"upload {upload.id}: its pending data is gone")
+                self.lake.store.put(key, data)
+            upload = dataclasses.replace(upload, landing_key=key)
         try:
             self.uploads._current(upload.id, self.lake.state())
         except LakeError:  # not recorded yet (else a previous run handed it over already)
@@ -452,12 +468,21 @@ class GroupCommitter:
         self.lake.store.delete(PENDING_PREFIX + upload.id)
         self.fallback(upload.id)
 
-    def _clean(self, upload: Upload) -> None:
+    def _clean(self, upload: Upload, *, landed: bool = True) -> None:
+        """Delete a committed upload's marker and (``landed``) the file it was read from."""
         try:
             self.lake.store.delete(PENDING_PREFIX + upload.id)
-            self.lake.store.delete(upload.landing_key)
+            if landed and upload.landing_key:
+                self.lake.store.delete(upload.landing_key)
         except LakeError:  # the next start finds the marker of a committed upload again
             log.warning("upload %s: cannot delete its landed file yet", upload.id, exc_info=True)
+
+
+def pending_marker(marker: dict[str, Any], data: bytes | None) -> bytes:
+    """A pending upload's marker: its JSON on one line, then (when the upload was submitted
+    as data rather than landed) its NDJSON."""
+    head = json.dumps(marker).encode()
+    return head if data is None else head + b"\n" + data
 
 
 def _finished(upload: Upload, batch: PreparedBatch, now: datetime) -> Upload:

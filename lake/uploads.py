@@ -125,7 +125,7 @@ class Upload:
             created,
             created,
             source=marker.get("source", ""),
-            landing_key=marker["landing_key"],
+            landing_key=marker.get("landing_key") or "",
             options=marker.get("options") or {},
         )
 
@@ -328,7 +328,8 @@ class Uploads:
         raw = self.lake.store.get(PENDING_PREFIX + upload_id)
         if raw is None:
             return None
-        return Upload.from_marker(upload_id, json.loads(raw))
+        # the marker's first line; its data, if any, follows (lake.groups.pending_marker)
+        return Upload.from_marker(upload_id, json.loads(raw.partition(b"\n")[0]))
 
     def _stored_errors(self, upload_id: str, state: LakeState) -> list[dict[str, Any]]:
         rows = self.lake.read(

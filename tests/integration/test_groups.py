@@ -97,6 +97,8 @@ def test_pending_uploads_survive_a_restart_and_apply_once(lake: Lake) -> None:
     runner = JobRunner(lake, uploads=uploads)
     stopped = GroupCommitter(uploads, fallback=runner.submit)  # never started: a dead process
     left = [stopped.submit(plain(f"r{i}", 3), organization_id="default") for i in range(4)]
+    # one object per upload: the marker holds the data, nothing is landed besides
+    assert len(lake.store.list(PENDING_PREFIX)) == 4 and lake.store.list("_landing/") == []
     restarted = GroupCommitter(uploads, fallback=runner.submit)
     assert sorted(restarted.start()) == sorted(u.id for u in left)
     try:
@@ -224,3 +226,47 @@ def test_small_files_of_many_groups_are_merged(local_lake: Lake) -> None:
     assert local_lake.count("datapoints") == 240 and local_lake.count("uploads") == 48
     uris = {r["metadata"] for r in local_lake.read("datapoints", columns=["metadata"]).to_pylist()}
     assert len(uris) == 240
+
+
+@pytest.mark.parametrize("landed", [False, True], ids=["sent", "landed"])
+def test_an_upload_handed_over_before_a_crash_keeps_its_file(lake: Lake, landed: bool) -> None:
+    uploads = Uploads(lake)
+    first = uploads.run(uploads.create(plain("base", 2)).id)
+    assert first.status == "SUCCEEDED"
+    existing = lake.read("datapoints").column("id").to_pylist()[0]
+    stopped = GroupCommitter(uploads, fallback=lambda _: None)  # a process that dies ...
+    update = data([{"id": existing, "tags": {"after": "crash"}}])  # (the ordinary path's)
+    if landed:  # stored first (POST /api/ingestion/upload), then queued
+        lake.store.put("_landing/t/file", update)
+        pending = stopped.submit_landed("_landing/t/file", organization_id="default")
+    else:
+        pending = stopped.submit(update, organization_id="default")
+    key = "_landing/t/file" if landed else f"_landing/{pending.id}"
+    # ... after handing the upload over (its file landed, its row RUNNING), before its
+    # marker was deleted
+    lake.store.put(key, update)
+    uploads.start(
+        key,
+        organization_id="default",
+        upload_id=pending.id,
+        created_at=pending.created_at,
+    )
+    restarted = GroupCommitter(uploads, fallback=lambda _: None)
+    assert restarted.start() == [pending.id]
+    deadline = time.monotonic() + 30
+    while lake.store.list(PENDING_PREFIX) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    restarted.stop()
+    assert lake.store.list(PENDING_PREFIX) == []
+    assert lake.store.get(key) == update  # still there for its job
+    runner = JobRunner(lake, uploads=uploads)
+    assert pending.id in runner.start()  # the job resumes RUNNING uploads
+    try:
+        done = wait_all(uploads, [pending.id])[0]
+    finally:
+        runner.shutdown()
+    assert done.status == "SUCCEEDED" and done.counts.datapoints_updated == 1
+    tags = lake.read("tags").to_pylist()
+    assert {(t["datapoint"], t["name"], t["value"]) for t in tags if t["name"] == "after"} == {
+        (existing, "after", "crash")
+    }
