@@ -2,8 +2,8 @@
 
 A server receiving many small requests (say 100 records each) cannot afford a lake transaction
 (several Delta commits) per request. :class:`GroupCommitter` accepts small uploads, makes each
-durable at once (its data in the landing area and a *pending marker*, two object writes), and a
-worker thread applies whatever is pending together:
+durable at once (a *pending marker*: one object write holding its options and its data, or
+naming the file it was uploaded as), and a worker thread applies whatever is pending together:
 
 - every upload keeps its own id, its own derived row ids, its own counts and record errors;
 - uploads made only of new records in the common shape (the native path of ingestion) are
@@ -99,7 +99,7 @@ class GroupCommitter:
         self._fresh: set[str] = set()  # submitted to this process, not tried yet
         # the data of uploads submitted here, kept until the worker takes it (not read back)
         self._data: dict[str, bytes] = {}
-        # landed files and markers of committed uploads are deleted off the worker's path (a
+        # markers (and landed files) of committed uploads are deleted off the worker's path (a
         # marker left by a crash is found committed and deleted on the next start)
         self._cleaner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-group-clean")
         # what this process knows without reading the lake: uploads queued or being committed,
