@@ -329,9 +329,9 @@ class DeltaStore:
 
         return self._with_retries(table, "restore", write)
 
-    def small_files(self, table: str, *, fewer_rows_than: int) -> pa.Table:
-        """The newest version's files of fewer than ``fewer_rows_than`` rows with statistics
-        of their ``id``: ``path``, ``rows``, ``low``, ``high`` (the id range), in id order."""
+    def file_ranges(self, table: str) -> pa.Table:
+        """The newest version's files: ``rows`` and the range of their ``id`` (``low``,
+        ``high``; null without statistics), in id order."""
         try:
             with _NATIVE:
                 actions = pa.table(self._writer(table).get_add_actions(flatten=True))
@@ -339,21 +339,16 @@ class DeltaStore:
             self._writers.pop(table, None)
             raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
         self.commits_since_look[table] = 0
-        if actions.num_rows == 0 or "min.id" not in actions.column_names:
-            return pa.table({"path": [], "rows": [], "low": [], "high": []})
-        files = pa.table(
+        if actions.num_rows == 0:
+            return pa.table({"rows": pa.array([], pa.int64()), "low": [], "high": []})
+        nothing = pa.nulls(actions.num_rows, pa.string())
+        return pa.table(
             {
-                "path": actions.column("path"),
                 "rows": actions.column("num_records"),
-                "low": actions.column("min.id"),
-                "high": actions.column("max.id"),
+                "low": actions.column("min.id") if "min.id" in actions.column_names else nothing,
+                "high": actions.column("max.id") if "max.id" in actions.column_names else nothing,
             }
-        )
-        small = pc.and_(
-            pc.less(files.column("rows"), fewer_rows_than),
-            pc.and_(pc.is_valid(files.column("low")), pc.is_valid(files.column("high"))),
-        )
-        return files.filter(small).sort_by("low")
+        ).sort_by("low")
 
     def _writer(self, table: str) -> DeltaTable:
         """The table at its newest version, reusing the object of the previous commit."""

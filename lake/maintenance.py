@@ -19,6 +19,7 @@ The Delta logs themselves are never trimmed (tables are created with
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -158,12 +159,12 @@ def merge_small_files(
     for table in due:
         if table not in existing or budget <= 0:
             continue
-        if lake.delta.small_files(table, fewer_rows_than=rows // 2).num_rows < at_least:
+        if _mergeable(lake.delta.file_ranges(table), rows // 2).num_rows < at_least:
             continue
         with lake.transaction() as txn:  # the files again, now that no writer commits
             if table not in txn.base.versions:
                 continue
-            files = lake.delta.small_files(table, fewer_rows_than=rows // 2)
+            files = _mergeable(lake.delta.file_ranges(table), rows // 2)
             if files.num_rows < at_least:
                 continue
             count = 0
@@ -175,6 +176,33 @@ def merge_small_files(
         lake.delta.commits_since_look[table] = 0  # (the merge's own commits do not count)
         log.info("table %s: %d small files merged", table, count)
     return merged
+
+
+def _mergeable(files: pa.Table, small: int) -> pa.Table:
+    """The files of fewer than ``small`` rows a merge may rewrite, in id order: those whose id
+    range meets no larger file's (a rewrite by id range rewrites every file the range meets:
+    a small file spanning a wide range, as an update of scattered rows leaves, stays as it
+    is). None at all when a file has no id statistics (its range is unknown)."""
+    lows, highs = files.column("low").to_pylist(), files.column("high").to_pylist()
+    if None in lows or None in highs:
+        return files.slice(0, 0)
+    counts = files.column("rows").to_pylist()
+    large = sorted((lo, hi) for lo, hi, n in zip(lows, highs, counts, strict=True) if n >= small)
+    starts = [lo for lo, _ in large]
+    reach: list[str] = []  # reach[i]: the highest id of the large files up to the i-th
+    for _, hi in large:
+        reach.append(max(reach[-1], hi) if reach else hi)
+
+    def meets_large(lo: str, hi: str) -> bool:
+        # the large files starting at or before ``hi``; one of them meets [lo, hi] if it
+        # reaches ``lo``
+        last = bisect.bisect_right(starts, hi) - 1
+        return last >= 0 and reach[last] >= lo
+
+    keep = [
+        n < small and not meets_large(lo, hi) for lo, hi, n in zip(lows, highs, counts, strict=True)
+    ]
+    return files.filter(pa.array(keep, pa.bool_()))
 
 
 def _runs(files: pa.Table, *, rows: int, budget: int) -> list[tuple[str, str, int, int]]:

@@ -10,8 +10,9 @@ import pytest
 
 from lake import Lake, Uploads
 from lake.datasets import Datasets
-from lake.maintenance import _runs, maintain, merge_small_files
+from lake.maintenance import _mergeable, _runs, maintain, merge_small_files
 from lake.query import select
+from lake.tables import SCHEMAS
 
 CLS = "CLASSIFICATION"
 
@@ -142,6 +143,30 @@ def test_an_update_after_a_merge_finds_its_rows(lake: Lake, ingest: Any) -> None
     assert sorted(labels.values()).count("cat") == 23
 
 
+def paths(lake: Lake, table: str) -> set[str]:
+    return set(lake.delta.open(table, lake.state().versions[table]).file_uris())
+
+
+def test_a_merge_leaves_large_files_alone(lake: Lake, ingest: Any) -> None:
+    ingest(batch(0, 20))  # one large file (a merge of runs of up to 10 rows: large is >= 5)
+    for start in range(100, 118, 3):  # six small files
+        ingest(batch(start))
+    first, *_, last = rows_by_id(lake, "datapoints")[:20]
+    # two rows far apart in one small file (as a rewrite of scattered rows may leave): its id
+    # range spans the large file's
+    spanning = [{**first, "id": first["id"] + "+"}, {**last, "id": last["id"][:-1]}]
+    with lake.transaction() as txn:
+        txn.append("datapoints", pa.Table.from_pylist(spanning, SCHEMAS["datapoints"]))
+    before = paths(lake, "datapoints")
+    rows = rows_by_id(lake, "datapoints")
+    assert len(before) == 8
+    merged = merge_small_files(lake, look_every=0, at_least=4, rows=10, budget=1000)
+    assert merged["datapoints"] == 6
+    after = paths(lake, "datapoints")
+    assert len(after) == 4 and len(before & after) == 2  # the large and the spanning one
+    assert rows_by_id(lake, "datapoints") == rows
+
+
 def _files(*spans: tuple[str, str, int]) -> pa.Table:
     low, high, rows = zip(*spans, strict=True)
     return pa.table({"low": list(low), "high": list(high), "rows": list(rows)})
@@ -172,3 +197,18 @@ def test_runs(
     expected: list[tuple[str, str, int, int]],
 ) -> None:
     assert _runs(_files(*spans), rows=rows, budget=budget) == expected
+
+
+def test_mergeable_files_meet_no_large_file() -> None:
+    files = _files(
+        ("a", "b", 5),  # small, alone: kept
+        ("a", "z", 2),  # small but spans the large file: left
+        ("c", "f", 100),  # large
+        ("d", "e", 5),  # inside the large file's range: left
+        ("g", "h", 5),  # kept
+    )
+    kept = _mergeable(files, 10)
+    assert kept.column("low").to_pylist() == ["a", "g"]
+    assert kept.column("high").to_pylist() == ["b", "h"]
+    unknown = pa.table({"rows": [5, 5], "low": ["a", None], "high": ["b", None]})
+    assert _mergeable(unknown, 10).num_rows == 0  # a range unknown: nothing is merged
