@@ -116,11 +116,14 @@ def pinned_versions(lake: Lake, state: LakeState | None = None) -> dict[str, set
 
 def tidy(lake: Lake) -> None:
     """:func:`merge_small_files` after a writer's work, never failing it: a merge that
-    cannot be made now (the storage failing, the lock busy) is made at a later look."""
+    cannot be made now (the storage failing, the lock busy) is made at a later look, and
+    whatever it raised is logged, not passed to a caller whose own work is done."""
     try:
         merge_small_files(lake)
     except LakeError:
         log.warning("small files of %s not merged this time", lake.uri, exc_info=True)
+    except Exception:  # a bug must not turn a finished upload into a failed call
+        log.exception("merging the small files of %s failed", lake.uri)
 
 
 def merge_small_files(

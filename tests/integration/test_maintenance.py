@@ -212,3 +212,14 @@ def test_mergeable_files_meet_no_large_file() -> None:
     assert kept.column("high").to_pylist() == ["b", "h"]
     unknown = pa.table({"rows": [5, 5], "low": ["a", None], "high": ["b", None]})
     assert _mergeable(unknown, 10).num_rows == 0  # a range unknown: nothing is merged
+
+
+def test_a_failing_merge_does_not_fail_the_upload(
+    local_lake: Lake, local_ingest: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("merge bug")
+
+    monkeypatch.setattr("lake.maintenance.merge_small_files", broken)
+    upload = local_ingest(batch(0))
+    assert upload.status == "SUCCEEDED" and local_lake.count("datapoints") == 3
