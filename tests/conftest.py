@@ -42,8 +42,9 @@ def s3_options(server: S3Server) -> S3Options:
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # (the tests' own settings, SHOAL_TEST_*, stay: test_soak reads its duration in the test)
     for name in list(os.environ):
-        if name.startswith(("SHOAL_", "AWS_", "DIOPTRA_")):
+        if name.startswith(("SHOAL_", "AWS_", "DIOPTRA_")) and not name.startswith("SHOAL_TEST_"):
             monkeypatch.delenv(name)
 
 
