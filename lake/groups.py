@@ -433,9 +433,12 @@ class GroupCommitter:
                 finished.append(
                     _finished(dataclasses.replace(upload, counts=BatchCounts()), batch, now)
                 )
-            for name, parts in tables.items():
-                txn.append(name, pa.concat_tables([p.cast(SCHEMAS[name]) for p in parts]))
-            txn.append("uploads", _rows(finished))
+            appends = {
+                name: pa.concat_tables([p.cast(SCHEMAS[name]) for p in parts])
+                for name, parts in tables.items()
+            }
+            appends["uploads"] = _rows(finished)
+            txn.append_all(appends)  # one commit per table, made in parallel
         return finished
 
     def _stored_data(self, upload: Upload) -> bytes | None:
