@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from lake import Lake, LakeError, Uploads
-from lake.memory import retain_freed_memory
+from lake.memory import calm_garbage_collector, retain_freed_memory
 
 
 def _lake(args: argparse.Namespace) -> Lake:
@@ -285,7 +285,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(create_app(settings, lake=lake), host=settings.host, port=settings.port)
+    app = create_app(settings, lake=lake)
+    calm_garbage_collector()  # after the imports and the app are made: they stay as they are
+    uvicorn.run(app, host=settings.host, port=settings.port)
     return 0
 
 

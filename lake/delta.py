@@ -223,19 +223,25 @@ class DeltaStore:
         return points
 
     # -- writing -----------------------------------------------------------------------------
-    def append(self, table: str, rows: pa.Table, *, locked: bool = False) -> int:
+    def append(
+        self, table: str, rows: pa.Table, *, locked: bool = False, expect: int | None = None
+    ) -> int:
         """One commit appending ``rows``; ``locked``: the caller holds the delta-rs lock for
-        this thread (see :meth:`append_all`)."""
+        this thread (see :meth:`append_all`); ``expect``: see :meth:`_writer`."""
 
         def write() -> int:
-            dt = self._writer(table)
+            dt = self._writer(table, expect)
             write_deltalake(dt, rows, mode="append", writer_properties=WRITER_PROPERTIES)
             return int(dt.version())
 
         return self._with_retries(table, "append", write, locked=locked)
 
     def append_all(
-        self, tables: dict[str, pa.Table], *, committed: Callable[[str, int], None]
+        self,
+        tables: dict[str, pa.Table],
+        *,
+        committed: Callable[[str, int], None],
+        expect: dict[str, int] | None = None,
     ) -> None:
         """Append to several tables at once, one commit each, in parallel threads (on object
         storage a commit mostly waits for its requests).
@@ -244,13 +250,14 @@ class DeltaStore:
         other append failed still knows every version to undo. The first failure is raised
         once every append ended.
         """
+        expect = expect or {}
         if len(tables) <= 1:
             for name, rows in tables.items():
-                committed(name, self.append(name, rows))
+                committed(name, self.append(name, rows, expect=expect.get(name)))
             return
         with _NATIVE:  # the process's other delta-rs calls wait while these writes run
             futures = [
-                _WRITE_POOL.submit(self._append_locked, name, rows, committed)
+                _WRITE_POOL.submit(self._append_locked, name, rows, committed, expect.get(name))
                 for name, rows in tables.items()
             ]
             wait(futures)
@@ -258,15 +265,22 @@ class DeltaStore:
             future.result()
 
     def _append_locked(
-        self, table: str, rows: pa.Table, committed: Callable[[str, int], None]
+        self,
+        table: str,
+        rows: pa.Table,
+        committed: Callable[[str, int], None],
+        expect: int | None,
     ) -> None:
-        committed(table, self.append(table, rows, locked=True))
+        committed(table, self.append(table, rows, locked=True, expect=expect))
 
-    def replace(self, table: str, rows: pa.Table, predicate: str) -> int:
-        """One commit: the rows matching ``predicate`` (SQL) are replaced by ``rows``."""
+    def replace(
+        self, table: str, rows: pa.Table, predicate: str, *, expect: int | None = None
+    ) -> int:
+        """One commit: the rows matching ``predicate`` (SQL) are replaced by ``rows``
+        (``expect``: see :meth:`_writer`)."""
 
         def write() -> int:
-            dt = self._writer(table)
+            dt = self._writer(table, expect)
             write_deltalake(
                 dt,
                 rows,
@@ -350,13 +364,20 @@ class DeltaStore:
             }
         ).sort_by("low")
 
-    def _writer(self, table: str) -> DeltaTable:
-        """The table at its newest version, reusing the object of the previous commit."""
+    def _writer(self, table: str, expect: int | None = None) -> DeltaTable:
+        """The table at its newest version, reusing the object of the previous commit.
+
+        ``expect``: the version the caller, holding the lake's writer lock, knows to be the
+        newest. A table object already there is not brought up to date (a listing of the log,
+        a few milliseconds per commit). Should another process have committed after all (the
+        repair of an interrupted batch), the commit finds that version taken and delta-rs
+        checks it against what came first, or fails it and the retry loads the table afresh.
+        """
         dt = self._writers.get(table)
         if dt is None:
             dt = DeltaTable(self.uri(table), storage_options=self.options)
             self._writers[table] = dt
-        else:
+        elif expect is None or dt.version() != expect:
             dt.update_incremental()
         return dt
 

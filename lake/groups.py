@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import io
-import json
 import logging
 import threading
 import time
@@ -50,6 +49,8 @@ from lake.uploads import (
     Uploads,
     UploadStatus,
     _rows,
+    pending_marker,
+    read_pending_marker,
 )
 
 log = logging.getLogger(__name__)
@@ -445,7 +446,7 @@ class GroupCommitter:
         if upload.landing_key:
             return self.lake.store.get(upload.landing_key)
         marker = self.lake.store.get(PENDING_PREFIX + upload.id)
-        return None if marker is None else marker.partition(b"\n")[2]
+        return None if marker is None else read_pending_marker(marker)[1]
 
     def _hand_over(self, upload: Upload) -> None:
         """Give a pending upload to the ordinary path (its row first, then its marker goes)."""
@@ -479,13 +480,6 @@ class GroupCommitter:
                 self.lake.store.delete(upload.landing_key)
         except LakeError:  # the next start finds the marker of a committed upload again
             log.warning("upload %s: cannot delete its landed file yet", upload.id, exc_info=True)
-
-
-def pending_marker(marker: dict[str, Any], data: bytes | None) -> bytes:
-    """A pending upload's marker: its JSON on one line, then (when the upload was submitted
-    as data rather than landed) its NDJSON."""
-    head = json.dumps(marker).encode()
-    return head if data is None else head + b"\n" + data
 
 
 def _finished(upload: Upload, batch: PreparedBatch, now: datetime) -> Upload:

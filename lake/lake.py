@@ -310,7 +310,9 @@ class Transaction:
         if rows.num_rows == 0:
             return
         self._begin(table)
-        self.versions[table] = self.lake.delta.append(table, rows.cast(SCHEMAS[table]))
+        self.versions[table] = self.lake.delta.append(
+            table, rows.cast(SCHEMAS[table]), expect=self.versions[table]
+        )
         crash_point("table.committed")
 
     def append_all(self, tables: dict[str, pa.Table]) -> None:
@@ -327,6 +329,7 @@ class Transaction:
         self.lake.delta.append_all(
             {name: rows.cast(SCHEMAS[name]) for name, rows in tables.items()},
             committed=committed,
+            expect={name: self.versions[name] for name in tables},
         )
 
     def upsert(self, table: str, rows: pa.Table, delete_ids: Sequence[str] = ()) -> None:
@@ -370,7 +373,9 @@ class Transaction:
         if inside is not None:
             carried = carried.filter(inside)
         data = pa.concat_tables([rows.cast(SCHEMAS[table]), carried.cast(SCHEMAS[table])])
-        self.versions[table] = self.lake.delta.replace(table, data, predicate)
+        self.versions[table] = self.lake.delta.replace(
+            table, data, predicate, expect=self.versions[table]
+        )
         crash_point("table.committed")
 
     def delete(self, table: str, key: str, keys: Sequence[str], drop: pc.Expression) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 
@@ -55,3 +56,24 @@ def retain_freed_memory() -> bool:
         log.debug("mallopt refused a setting; the allocator's defaults stay")
     _done = applied
     return applied
+
+
+#: Allocations (net, of objects the collector tracks) between two young collections; Python's
+#: default is 700.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def calm_garbage_collector() -> None:
+    """Fewer, cheaper collections for a long-running server, once its start-up is done.
+
+    A request allocates thousands of short-lived objects (its parsed JSON), so with Python's
+    defaults the collector runs every few hundred allocations, and now and then goes over
+    every object of the process: the modules of pyarrow, polars and FastAPI, and what the
+    server remembers. Measured on the reference machine under the small-batch benchmark: a
+    second of collection in 15 s, and parsing a request's body took 0.6 ms of CPU instead of
+    0.15. What exists at start-up is moved out of the collector's sight (``gc.freeze``), and
+    young collections wait for ``GC_YOUNG_THRESHOLD`` allocations: ~15 ms in the same run.
+    """
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)

@@ -50,6 +50,22 @@ DEFAULT_BATCH_SIZE = 50_000
 MAX_STORED_ERRORS = 1000
 _ABORT_PREFIX = "_shoal/abort/"
 PENDING_PREFIX = "_shoal/pending/"  # uploads accepted for group commit
+
+
+def pending_marker(marker: dict[str, Any], data: bytes | None) -> bytes:
+    """A pending upload's marker (see :mod:`lake.groups`): its JSON on one line, then (when
+    the upload was submitted as data rather than landed) its NDJSON."""
+    head = json.dumps(marker).encode()
+    return head if data is None else head + b"\n" + data
+
+
+def read_pending_marker(raw: bytes) -> tuple[dict[str, Any], bytes]:
+    """A marker's JSON and the data after it (empty for a landed upload)."""
+    head, _, data = raw.partition(b"\n")
+    marker: dict[str, Any] = json.loads(head)
+    return marker, data
+
+
 _NATIVE_MIN_LINES = 64  # below this, parsing line by line is as quick
 
 #: Opens a URL for streaming (the server's allow-listed fetcher: :mod:`api.fetch`); raises
@@ -328,8 +344,7 @@ class Uploads:
         raw = self.lake.store.get(PENDING_PREFIX + upload_id)
         if raw is None:
             return None
-        # the marker's first line; its data, if any, follows (lake.groups.pending_marker)
-        return Upload.from_marker(upload_id, json.loads(raw.partition(b"\n")[0]))
+        return Upload.from_marker(upload_id, read_pending_marker(raw)[0])
 
     def _stored_errors(self, upload_id: str, state: LakeState) -> list[dict[str, Any]]:
         rows = self.lake.read(

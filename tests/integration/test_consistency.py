@@ -161,6 +161,34 @@ def test_concurrent_writers_lose_nothing(lake: Lake) -> None:
     assert len(Uploads(lake).list_uploads()) == 2
 
 
+def test_a_writer_follows_the_rollback_of_another_writer(lake: Lake) -> None:
+    """A writer reuses its table objects without reloading them while they stand at the
+    version the lake state names. Another writer's failed batch leaves the tables past that
+    version (its commits, then their undoing): the first writer's next batches still land
+    whole, on top of the undone tables, for appends and for updates alike."""
+    uploads = Uploads(lake)
+    uploads.run(uploads.create(records(3)).id)  # this writer's table objects are cached now
+    other = Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)
+    stray = {name: None for name in SCHEMAS["datapoints"].names} | {
+        "id": "00000000-0000-7000-8000-000000000002",
+        "organization_id": "default",
+    }
+    with pytest.raises(RuntimeError, match="boom"), other.transaction() as txn:
+        txn.append("datapoints", pa.Table.from_pylist([stray], schema=SCHEMAS["datapoints"]))
+        raise RuntimeError("boom")
+    published = lake.state().versions["datapoints"]
+    assert other.delta.latest_version("datapoints") == published + 2  # the commit, the undo
+    uploads.run(uploads.create(records(2, 3)).id)
+    rows = lake.read("datapoints", columns=["id", "metadata"]).to_pylist()
+    first = next(r["id"] for r in rows if json.loads(r["metadata"])["i"] == 0)
+    update = json.dumps({"id": first, "metadata": {"i": 100}}).encode()
+    assert uploads.run(uploads.create(update).id).status is UploadStatus.SUCCEEDED
+    rows = lake.read("datapoints", columns=["id", "metadata"]).to_pylist()
+    assert stray["id"] not in [r["id"] for r in rows]
+    assert sorted(json.loads(r["metadata"])["i"] for r in rows) == [1, 2, 3, 4, 100]
+    assert other.read("datapoints").num_rows == 5
+
+
 def test_abort_stops_an_upload(lake: Lake) -> None:
     uploads = Uploads(lake)
     upload = uploads.create(records(5))

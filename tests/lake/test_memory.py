@@ -56,3 +56,21 @@ def test_turned_off_the_allocator_gives_freed_memory_back() -> None:
     result = probe(SHOAL_RETAIN_MEMORY="0")
     assert result["applied"] is False and result["again"] is False
     assert int(str(result["kept"])) < 64 << 20
+
+
+def test_the_calmed_collector_leaves_start_up_objects_and_collects_less_often() -> None:
+    code = """
+import gc, json
+from lake.memory import GC_YOUNG_THRESHOLD, calm_garbage_collector
+before = gc.get_threshold()
+calm_garbage_collector()
+print(json.dumps({"before": before, "after": gc.get_threshold(),
+                  "frozen": gc.get_freeze_count(), "young": GC_YOUNG_THRESHOLD}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    result = json.loads(done.stdout)
+    assert result["after"] == [result["young"], *result["before"][1:]]
+    assert result["young"] > result["before"][0]
+    assert result["frozen"] > 1000  # the imported modules' objects
