@@ -15,10 +15,11 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -34,6 +35,11 @@ from lake.tables import SCHEMAS, TABLE_NAMES, empty
 _STATE_PREFIX = "_shoal/state/"
 _LATEST_HINT = "_shoal/latest_state"
 _INTENT = "_shoal/commit_intent"
+
+#: sends a writer's independent requests to a remote store together (see Lake._together)
+_REQUESTS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="shoal-lake-request")
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,9 @@ class Lake:
         self.store: ObjectStore = self.location.open_store()
         self.delta = DeltaStore(self.location)
         self.lock_timeout = lock_timeout
+        # the newest state this object read or published: states are immutable and numbered
+        # without gaps, so while the next number is absent it is still the latest
+        self._seen: LakeState | None = None
 
     @property
     def uri(self) -> str:
@@ -97,7 +106,20 @@ class Lake:
 
     # -- states --------------------------------------------------------------------------------
     def state(self) -> LakeState:
-        """The latest published state (EMPTY_STATE for a lake nothing was written to)."""
+        """The latest published state (EMPTY_STATE for a lake nothing was written to).
+
+        One request when no state was published since this object last looked (the next
+        state is absent), else the latest-state hint, that state and the next.
+        """
+        seen = self._seen
+        if seen is not None and self.store.get(_state_key(seen.seq + 1)) is None:
+            return seen
+        found = self._latest()
+        if found.seq >= 0 and (self._seen is None or found.seq > self._seen.seq):
+            self._seen = found
+        return found
+
+    def _latest(self) -> LakeState:
         hint = self.store.get(_LATEST_HINT)
         seq = int(hint) if hint else -1
         found: LakeState | None = None
@@ -192,7 +214,8 @@ class Lake:
         they had, so readers and later writers never see the partial batch.
         """
         with self.store.writer_lock(timeout=self.lock_timeout):
-            base = self._repair_if_interrupted(self.state())
+            state, intent = self._together(self.state, lambda: self.store.get(_INTENT))
+            base = self._repair_if_interrupted(state, intent)
             txn = Transaction(self, base)
             try:
                 yield txn
@@ -208,12 +231,15 @@ class Lake:
             if txn.dirty or txn.progress != base.progress:
                 self.store.keep_lock()
                 crash_point("state.publish")
-                self._publish(base, txn.versions, txn.progress)
-            if txn.dirty:
-                self.store.delete(_INTENT)
+                self._publish(base, txn.versions, txn.progress, clear_intent=txn.dirty)
 
     def _publish(
-        self, base: LakeState, versions: dict[str, int], progress: dict[str, dict[str, Any]]
+        self,
+        base: LakeState,
+        versions: dict[str, int],
+        progress: dict[str, dict[str, Any]],
+        *,
+        clear_intent: bool,
     ) -> LakeState:
         new = LakeState(base.seq + 1, dict(versions), datetime.now(UTC).isoformat(), dict(progress))
         if not self.store.put_if_absent(_state_key(new.seq), new.to_json()):
@@ -221,11 +247,29 @@ class Lake:
                 f"lake state {new.seq} was published by another writer while this one held "
                 "the writer lock; is a writer running without the lock?"
             )
-        self.store.put(_LATEST_HINT, str(new.seq).encode())
+        self._seen = new
+        # the intent goes before the lock does (the next writer must not find it), the hint
+        # may follow at any time (readers walk forward from it)
+        self._together(
+            lambda: self.store.put(_LATEST_HINT, str(new.seq).encode()),
+            lambda: self.store.delete(_INTENT) if clear_intent else None,
+        )
         return new
 
-    def _repair_if_interrupted(self, state: LakeState) -> LakeState:
-        intent = self.store.get(_INTENT)
+    def _together(self, first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+        """Both calls' results; on a remote store the second request is sent while the first
+        waits for its answer (the writer's few small requests are its fixed cost per batch)."""
+        if not self.store.remote:
+            return first(), second()
+        later = _REQUESTS.submit(second)
+        try:
+            result = first()
+        except BaseException:
+            later.exception()  # (waited for: nothing runs on after the caller moved on)
+            raise
+        return result, later.result()
+
+    def _repair_if_interrupted(self, state: LakeState, intent: bytes | None) -> LakeState:
         if intent is None:
             return state
         latest = {name: self.delta.latest_version(name) for name in TABLE_NAMES}

@@ -155,6 +155,9 @@ class LakeLocation:
 class ObjectStore(ABC):
     """Small objects and streams under the lake root, addressed by ``/``-separated keys."""
 
+    #: requests wait for the network (independent ones are worth sending together)
+    remote = False
+
     @abstractmethod
     def put(self, key: str, data: bytes) -> None: ...
 
@@ -342,6 +345,8 @@ class _StorageErrors(io.RawIOBase):
 
 class S3Store(ObjectStore):
     """A lake under ``s3://bucket/prefix`` on any S3-compatible server with conditional PUT."""
+
+    remote = True
 
     lease_seconds = 120.0
 

@@ -189,6 +189,30 @@ def test_a_writer_follows_the_rollback_of_another_writer(lake: Lake) -> None:
     assert other.read("datapoints").num_rows == 5
 
 
+def test_the_latest_state_costs_one_request_and_sees_other_writers(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uploads = Uploads(lake)
+    uploads.run(uploads.create(records(2)).id)
+    seen = lake.state()
+    asked: list[str] = []
+    get = type(lake.store).get
+
+    def counting_get(store: object, key: str) -> bytes | None:
+        asked.append(key)
+        return get(store, key)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(lake.store), "get", counting_get)
+    assert lake.state() == seen
+    assert len(asked) == 1  # the next state's object: absent, so nothing was published since
+    other = Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)
+    other_uploads = Uploads(other)
+    other_uploads.run(other_uploads.create(records(3, 10)).id)
+    assert lake.state() == other.state()
+    assert lake.state().seq > seen.seq
+    assert lake.count("datapoints") == 5
+
+
 def test_abort_stops_an_upload(lake: Lake) -> None:
     uploads = Uploads(lake)
     upload = uploads.create(records(5))
