@@ -160,7 +160,7 @@ class DeltaStore:
         try:
             if at_writer:
                 with _NATIVE:
-                    dt = self._writer(table)
+                    dt = self._writer(table, expect=version)
                     if dt.version() != version:
                         dt = self.open(table, version)
                     dataset = self._as_dataset(table, dt, prune)
@@ -173,6 +173,29 @@ class DeltaStore:
             if at_writer:
                 self._writers.pop(table, None)
             raise StorageError(f"cannot read table {table!r}: {exc}") from exc
+
+    def may_hold(self, table: str, version: int, column: str, low: str, high: str) -> bool:
+        """Whether a file of ``table`` at ``version`` may hold a ``column`` value in
+        ``[low, high]``, by the files' statistics (no data read; a file without them may).
+        Through the writer's table object: only for a writer holding the lake's writer lock."""
+        try:
+            with _NATIVE:
+                dt = self._writer(table, expect=version)
+                if dt.version() != version:
+                    dt = self.open(table, version)
+                actions = pa.table(dt.get_add_actions(flatten=True))
+        except (DeltaError, OSError) as exc:
+            self._writers.pop(table, None)
+            raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
+        lows, highs = f"min.{column}", f"max.{column}"
+        if actions.num_rows == 0:
+            return False
+        if lows not in actions.column_names or highs not in actions.column_names:
+            return True
+        meets = pc.and_kleene(  # the file's range and [low, high] overlap
+            pc.less_equal(actions.column(lows), high), pc.greater_equal(actions.column(highs), low)
+        )
+        return bool(pc.any(pc.fill_null(meets, True)).as_py())
 
     def fragments(self, table: str, version: int) -> list[ds.Fragment]:
         """The table's data files as pyarrow fragments (to read one file at a time), by path."""

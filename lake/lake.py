@@ -330,6 +330,12 @@ class Transaction:
             table, version, columns=columns, filter=filter, prune=prune, at_writer=True
         )
 
+    def may_hold(self, table: str, column: str, low: str, high: str) -> bool:
+        """Whether ``table`` at the base state may hold a ``column`` value in ``[low, high]``
+        (by its files' statistics: no data read)."""
+        version = self.base.versions.get(table)
+        return version is not None and self.lake.delta.may_hold(table, version, column, low, high)
+
     def set_progress(self, upload_id: str, progress: dict[str, Any] | None) -> None:
         """Record (or, with None, forget) a running upload's progress in the next state."""
         if progress is None:
@@ -408,7 +414,7 @@ class Transaction:
         predicate = " OR ".join(
             f"({key} >= {sql_text(low)} AND {key} <= {sql_text(high)})" for low, high in ranges
         )
-        carried = self.lake.read(table, state=self.base, prune=predicate, filter=~drop)
+        carried = self.read(table, prune=predicate, filter=~drop)
         inside = None
         for low, high in ranges:  # the files read hold keys outside the ranges too
             column = carried.column(key)

@@ -270,3 +270,22 @@ def test_an_upload_handed_over_before_a_crash_keeps_its_file(lake: Lake, landed:
     assert {(t["datapoint"], t["name"], t["value"]) for t in tags if t["name"] == "after"} == {
         (existing, "after", "crash")
     }
+
+
+def test_the_committed_check_reads_only_files_whose_ids_may_match(lake: Lake) -> None:
+    """Before reading ``uploads`` for uploads committed elsewhere, a group looks at the files'
+    id statistics: ids newer than every row need no read, and an id inside a file's range
+    is still found."""
+    uploads = Uploads(lake)
+    group = GroupCommitter(uploads, fallback=lambda _: None)
+    first = [group.submit(plain(f"a{k}", 3), organization_id="default") for k in range(3)]
+    group.commit(first)
+    ids = sorted(u.id for u in first)
+    later = group.submit(plain("b", 2), organization_id="default")
+    with lake.transaction() as txn:
+        assert txn.may_hold("uploads", "id", ids[0], ids[-1])
+        assert txn.may_hold("uploads", "id", ids[1], ids[1])
+        assert not txn.may_hold("uploads", "id", later.id, later.id)
+        assert not txn.may_hold("bboxes", "id", ids[0], ids[-1])  # a table not written yet
+        assert group._committed([later.id], txn) == {}
+        assert group._committed([ids[1], later.id], txn) == {ids[1]: "SUCCEEDED"}
