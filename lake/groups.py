@@ -253,7 +253,9 @@ class GroupCommitter:
             except Exception:
                 log.exception("group commit of %d uploads failed", len(group))
                 self._one_by_one(group)
-            tidy(self.lake)
+            with self._wake:
+                busy = bool(self._queue)
+            tidy(self.lake, busy=busy)
             with self._wake:  # what the group did not read is read back from the landing area
                 for upload in group:
                     self._data.pop(upload.id, None)

@@ -10,7 +10,7 @@ import pytest
 
 from lake import Lake, Uploads
 from lake.datasets import Datasets
-from lake.maintenance import _mergeable, _runs, maintain, merge_small_files
+from lake.maintenance import _mergeable, _runs, maintain, merge_small_files, tidy
 from lake.query import select
 from lake.tables import SCHEMAS
 
@@ -223,3 +223,28 @@ def test_a_failing_merge_does_not_fail_the_upload(
     monkeypatch.setattr("lake.maintenance.merge_small_files", broken)
     upload = local_ingest(batch(0))
     assert upload.status == "SUCCEEDED" and local_lake.count("datapoints") == 3
+
+
+def test_a_busy_writer_leaves_merges_for_a_lull_up_to_a_cap(
+    local_lake: Lake, local_ingest: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lake.uploads.tidy", lambda lake, **kwargs: None)  # merged here only
+    for name, value in {
+        "MERGE_AT": 4,
+        "MERGE_BUSY_AT": 10,
+        "LOOK_EVERY": 1,
+        "BUSY_LOOK_EVERY": 1,
+    }.items():
+        monkeypatch.setattr(f"lake.maintenance.{name}", value)
+    for start in range(0, 18, 3):
+        local_ingest(batch(start))
+    tidy(local_lake, busy=True)
+    assert files(local_lake, "datapoints") == 6  # fewer than the busy cap: left for later
+    local_ingest(batch(18))
+    tidy(local_lake)  # a lull
+    assert files(local_lake, "datapoints") <= 2
+    for start in range(21, 51, 3):
+        local_ingest(batch(start))
+    tidy(local_lake, busy=True)
+    assert files(local_lake, "datapoints") <= 4  # the cap reached: merged though busy
+    assert local_lake.count("datapoints") == 51
