@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pyarrow as pa
 from starlette.concurrency import iterate_in_threadpool
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from api.fetch import shown
 from lake.datasets import Dataset, DatasetVersion
@@ -27,6 +28,13 @@ def iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_response(content: dict[str, Any]) -> Response:
+    """``content`` (plain JSON values) as a response, serialized at once: the hot routes skip
+    FastAPI's generic encoder (~70 us a response against ~1 us). Their route declares the
+    model for the docs (``response_model``)."""
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def rows_response(rows: Rows) -> StreamingResponse:

@@ -10,7 +10,7 @@ import secrets
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -101,15 +101,17 @@ _INGEST_BODY: dict[str, Any] = {
 }
 
 
-@router.post("/api/ingestion/ingest", openapi_extra=_INGEST_BODY)
-async def ingest(request: Request, org: Org, svc: Svc) -> dict[str, Any]:
+@router.post("/api/ingestion/ingest", openapi_extra=_INGEST_BODY, response_model=dict[str, Any])
+async def ingest(request: Request, org: Org, svc: Svc) -> Response:
     """Start an upload job; it runs in the background (poll ``/executions/{id}``)."""
     body = await _ingest_request(request)
-    return await run_in_threadpool(_start, body, org, svc)
+    return wire.json_response(await run_in_threadpool(_start, body, org, svc))
 
 
-@router.post("/events", include_in_schema=True, openapi_extra=_INGEST_BODY)
-async def events(request: Request, org: Org, svc: Svc) -> dict[str, Any]:
+@router.post(
+    "/events", include_in_schema=True, openapi_extra=_INGEST_BODY, response_model=dict[str, Any]
+)
+async def events(request: Request, org: Org, svc: Svc) -> Response:
     """The reference's ``/events`` entry point: the same as ``/api/ingestion/ingest``."""
     return await ingest(request, org, svc)
 
@@ -179,13 +181,13 @@ def _started(upload: Upload) -> dict[str, Any]:
     return {"id": upload.id, "status": str(upload.status)}
 
 
-@router.get("/api/ingestion/executions/{upload_id}")
+@router.get("/api/ingestion/executions/{upload_id}", response_model=dict[str, Any])
 async def execution(
     upload_id: str,
     org: Org,
     svc: Svc,
     wait: Annotated[float, Query(ge=0, le=60)] = 0,
-) -> dict[str, Any]:
+) -> Response:
     """An upload's status, counts and record errors. ``wait``: if it is still RUNNING, answer
     when it ends or after that many seconds (a long poll: no need to ask again and again)."""
     loop = asyncio.get_running_loop()
@@ -196,7 +198,7 @@ async def execution(
             upload = await run_in_threadpool(svc.uploads.get, upload_id, organization_id=org)
         remaining = deadline - loop.time()
         if upload.status.finished or remaining <= 0:
-            return wire.execution(upload)
+            return wire.json_response(wire.execution(upload))
         # woken when the upload ends; the timeout bounds a wake-up that never comes (an
         # upload run by another process on the lake)
         await svc.waiters.wait(upload.id, min(remaining, 1.0))
