@@ -160,10 +160,7 @@ class DeltaStore:
         try:
             if at_writer:
                 with _NATIVE:
-                    dt = self._writer(table, expect=version)
-                    if dt.version() != version:
-                        dt = self.open(table, version)
-                    dataset = self._as_dataset(table, dt, prune)
+                    dataset = self._as_dataset(table, self._at_version(table, version), prune)
             else:
                 dataset = self.dataset(table, version, prune=prune)
             return dataset.to_table(
@@ -180,10 +177,7 @@ class DeltaStore:
         Through the writer's table object: only for a writer holding the lake's writer lock."""
         try:
             with _NATIVE:
-                dt = self._writer(table, expect=version)
-                if dt.version() != version:
-                    dt = self.open(table, version)
-                actions = pa.table(dt.get_add_actions(flatten=True))
+                actions = pa.table(self._at_version(table, version).get_add_actions(flatten=True))
         except (DeltaError, OSError) as exc:
             self._writers.pop(table, None)
             raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
@@ -403,6 +397,12 @@ class DeltaStore:
         elif expect is None or dt.version() != expect:
             dt.update_incremental()
         return dt
+
+    def _at_version(self, table: str, version: int) -> DeltaTable:
+        """The table at ``version``: the writer's object when it stands there (no log replay),
+        else a fresh load. For a writer holding the lake's writer lock."""
+        dt = self._writer(table, expect=version)
+        return dt if dt.version() == version else self.open(table, version)
 
     def _with_retries(
         self, table: str, what: str, fn: Callable[[], T], *, locked: bool = False

@@ -24,24 +24,35 @@ def records(n: int, start: int = 0) -> bytes:
     ).encode()
 
 
-def test_a_failed_batch_is_rolled_back_and_never_seen(lake: Lake) -> None:
-    uploads = Uploads(lake)
-    uploads.run(uploads.create(records(3)).id)
-    before = lake.state()
+def another_writer(lake: Lake) -> Lake:
+    """The same lake opened apart, as another process would (its own caches)."""
+    return Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)
+
+
+def fail_a_batch(lake: Lake, datapoint_id: str) -> None:
+    """A batch that commits one datapoint row, then fails before publishing."""
     row = {name: None for name in SCHEMAS["datapoints"].names} | {
-        "id": "00000000-0000-7000-8000-000000000001",
+        "id": datapoint_id,
         "organization_id": "default",
     }
     with pytest.raises(RuntimeError, match="boom"), lake.transaction() as txn:
         txn.append("datapoints", pa.Table.from_pylist([row], schema=SCHEMAS["datapoints"]))
         raise RuntimeError("boom")
+
+
+def test_a_failed_batch_is_rolled_back_and_never_seen(lake: Lake) -> None:
+    uploads = Uploads(lake)
+    uploads.run(uploads.create(records(3)).id)
+    before = lake.state()
+    stray = "00000000-0000-7000-8000-000000000001"
+    fail_a_batch(lake, stray)
     assert lake.state() == before
     assert lake.count("datapoints") == 3
     # the next batch writes on top of the restored table, not of the failed commit
     uploads.run(uploads.create(records(2, 3)).id)
     ids = lake.read("datapoints", columns=["id"]).column("id").to_pylist()
     assert len(ids) == 5
-    assert row["id"] not in ids
+    assert stray not in ids
 
 
 def test_a_parallel_append_that_fails_undoes_the_others(
@@ -145,7 +156,7 @@ def test_ids_of_new_datapoints_are_derived_from_upload_and_line(lake: Lake) -> N
 
 def test_concurrent_writers_lose_nothing(lake: Lake) -> None:
     def writer(start: int) -> None:
-        own = Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)
+        own = another_writer(lake)
         uploads = Uploads(own, batch_size=5)
         result = uploads.run(uploads.create(records(25, start)).id)
         assert result.status is UploadStatus.SUCCEEDED
@@ -168,14 +179,9 @@ def test_a_writer_follows_the_rollback_of_another_writer(lake: Lake) -> None:
     whole, on top of the undone tables, for appends and for updates alike."""
     uploads = Uploads(lake)
     uploads.run(uploads.create(records(3)).id)  # this writer's table objects are cached now
-    other = Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)
-    stray = {name: None for name in SCHEMAS["datapoints"].names} | {
-        "id": "00000000-0000-7000-8000-000000000002",
-        "organization_id": "default",
-    }
-    with pytest.raises(RuntimeError, match="boom"), other.transaction() as txn:
-        txn.append("datapoints", pa.Table.from_pylist([stray], schema=SCHEMAS["datapoints"]))
-        raise RuntimeError("boom")
+    other = another_writer(lake)
+    stray = "00000000-0000-7000-8000-000000000002"
+    fail_a_batch(other, stray)
     published = lake.state().versions["datapoints"]
     assert other.delta.latest_version("datapoints") == published + 2  # the commit, the undo
     uploads.run(uploads.create(records(2, 3)).id)
@@ -184,7 +190,7 @@ def test_a_writer_follows_the_rollback_of_another_writer(lake: Lake) -> None:
     update = json.dumps({"id": first, "metadata": {"i": 100}}).encode()
     assert uploads.run(uploads.create(update).id).status is UploadStatus.SUCCEEDED
     rows = lake.read("datapoints", columns=["id", "metadata"]).to_pylist()
-    assert stray["id"] not in [r["id"] for r in rows]
+    assert stray not in [r["id"] for r in rows]
     assert sorted(json.loads(r["metadata"])["i"] for r in rows) == [1, 2, 3, 4, 100]
     assert other.read("datapoints").num_rows == 5
 
@@ -205,7 +211,7 @@ def test_the_latest_state_costs_one_request_and_sees_other_writers(
     monkeypatch.setattr(type(lake.store), "get", counting_get)
     assert lake.state() == seen
     assert len(asked) == 1  # the next state's object: absent, so nothing was published since
-    other = Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)
+    other = another_writer(lake)
     other_uploads = Uploads(other)
     other_uploads.run(other_uploads.create(records(3, 10)).id)
     assert lake.state() == other.state()
@@ -242,7 +248,7 @@ def test_two_runners_of_one_upload_apply_it_once(lake: Lake) -> None:
     results = []
 
     def run() -> None:
-        own = Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)
+        own = another_writer(lake)
         results.append(Uploads(own, batch_size=10).run(upload.id))
 
     threads = [threading.Thread(target=run) for _ in range(2)]
