@@ -9,10 +9,15 @@ commit conflicts are retried with backoff.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import polars as pl
@@ -20,14 +25,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from deltalake import ColumnProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from lake.errors import CommitConflictError, StorageError
-from lake.storage import LakeLocation
+from lake.storage import LakeLocation, ObjectStore
 from lake.tables import SCHEMAS
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _COMMIT_RETRIES = 8
 #: Old versions stay loadable: committed dataset versions read the tables at them (frozen
@@ -44,6 +51,13 @@ WRITER_PROPERTIES = WriterProperties(
     column_properties={name: ColumnProperties(dictionary_enabled=False) for name in _ID_COLUMNS},
 )
 
+#: Appends up to this size (Arrow bytes) to a table whose newest version the writer knows are
+#: committed by :meth:`DeltaStore._append_blind`; bigger ones go through delta-rs.
+BLIND_MAX_BYTES = 32 * 2**20
+#: A checkpoint every this many versions (delta-rs's default interval), so that loading a
+#: table replays at most that many commit files.
+CHECKPOINT_INTERVAL = 100
+
 # delta-rs calls are made one at a time in a process: the soak test saw a write hang when
 # the server's threads called into delta-rs together (a write, and table loads and scans)
 _NATIVE = threading.RLock()
@@ -54,8 +68,9 @@ _WRITE_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="shoal-delta-
 class DeltaStore:
     """Delta tables under one lake root."""
 
-    def __init__(self, location: LakeLocation) -> None:
+    def __init__(self, location: LakeLocation, store: ObjectStore | None = None) -> None:
         self.location = location
+        self.store = store or location.open_store()
         self.options = location.delta_storage_options()
         self._cache: dict[tuple[str, int], DeltaTable] = {}
         self._datasets: dict[tuple[str, int], ds.Dataset] = {}
@@ -65,6 +80,11 @@ class DeltaStore:
         # commits made by this process per table since its files were last looked at (see
         # lake.maintenance.merge_small_files)
         self.commits_since_look: dict[str, int] = {}
+        # tables whose appends Shoal may commit itself (see _append_blind), by name
+        self._blind: dict[str, bool] = {}
+        # (table, column) -> (version, the [low, high] of that column in each file): the file
+        # statistics may_hold answers from, kept up to date by this process's own appends
+        self._ranges: dict[tuple[str, str], tuple[int, list[tuple[str | None, str | None]]]] = {}
 
     def uri(self, table: str) -> str:
         return self.location.join(table)
@@ -174,7 +194,19 @@ class DeltaStore:
     def may_hold(self, table: str, version: int, column: str, low: str, high: str) -> bool:
         """Whether a file of ``table`` at ``version`` may hold a ``column`` value in
         ``[low, high]``, by the files' statistics (no data read; a file without them may).
-        Through the writer's table object: only for a writer holding the lake's writer lock."""
+        Only for a writer holding the lake's writer lock (its own appends keep the
+        statistics current without a look at the log)."""
+        for file_low, file_high in self._file_ranges(table, version, column):
+            if (file_low is None or file_low <= high) and (file_high is None or file_high >= low):
+                return True
+        return False
+
+    def _file_ranges(
+        self, table: str, version: int, column: str
+    ) -> list[tuple[str | None, str | None]]:
+        known = self._ranges.get((table, column))
+        if known is not None and known[0] == version:
+            return known[1]
         try:
             with _NATIVE:
                 actions = pa.table(self._at_version(table, version).get_add_actions(flatten=True))
@@ -182,14 +214,18 @@ class DeltaStore:
             self._writers.pop(table, None)
             raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
         lows, highs = f"min.{column}", f"max.{column}"
-        if actions.num_rows == 0:
-            return False
-        if lows not in actions.column_names or highs not in actions.column_names:
-            return True
-        meets = pc.and_kleene(  # the file's range and [low, high] overlap
-            pc.less_equal(actions.column(lows), high), pc.greater_equal(actions.column(highs), low)
-        )
-        return bool(pc.any(pc.fill_null(meets, True)).as_py())
+        if lows in actions.column_names and highs in actions.column_names:
+            ranges = list(
+                zip(
+                    actions.column(lows).to_pylist(),
+                    actions.column(highs).to_pylist(),
+                    strict=True,
+                )
+            )
+        else:
+            ranges = [(None, None)] * actions.num_rows
+        self._ranges[(table, column)] = (version, ranges)
+        return ranges
 
     def fragments(self, table: str, version: int) -> list[ds.Fragment]:
         """The table's data files as pyarrow fragments (to read one file at a time), by path."""
@@ -245,6 +281,15 @@ class DeltaStore:
     ) -> int:
         """One commit appending ``rows``; ``locked``: the caller holds the delta-rs lock for
         this thread (see :meth:`append_all`); ``expect``: see :meth:`_writer`."""
+        small = expect is not None and rows.nbytes <= BLIND_MAX_BYTES
+        if small and expect is not None and self._may_blind(table, locked=locked):
+            version = self._append_blind(table, rows, expect + 1)
+            if version is not None:
+                self.commits_since_look[table] = self.commits_since_look.get(table, 0) + 1
+                if version % CHECKPOINT_INTERVAL == 0:
+                    self._checkpoint(table, locked=locked)
+                return version
+            expect = None  # the version was taken: delta-rs looks at the log and commits
 
         def write() -> int:
             dt = self._writer(table, expect)
@@ -252,6 +297,96 @@ class DeltaStore:
             return int(dt.version())
 
         return self._with_retries(table, "append", write, locked=locked)
+
+    def _may_blind(self, table: str, *, locked: bool) -> bool:
+        """Whether Shoal may commit appends to ``table`` itself: a table it created (its
+        schema, no writer feature beyond the basic protocol)."""
+        known = self._blind.get(table)
+        if known is None:
+            try:
+                with contextlib.nullcontext() if locked else _NATIVE:
+                    dt = self._writer(table)
+                    protocol = dt.protocol()
+                    names = [field.name for field in dt.schema().fields]
+                    partitioned = bool(dt.metadata().partition_columns)
+            except (DeltaError, OSError) as exc:
+                self._writers.pop(table, None)
+                raise StorageError(f"cannot open table {table!r}: {exc}") from exc
+            known = (
+                protocol.min_writer_version <= 2
+                and not partitioned
+                and names == SCHEMAS[table].names
+            )
+            self._blind[table] = known
+        return known
+
+    def _append_blind(self, table: str, rows: pa.Table, version: int) -> int | None:
+        """Commit ``rows`` as ``version`` of ``table``: one Parquet file, then the commit
+        file written only if absent (the Delta protocol's atomic step, as delta-rs does it).
+
+        A blind append needs nothing of the table's current files, and delta-rs brings every
+        file of its snapshot up to date after each commit, a cost that grows with the table
+        (measured: ~20 ms per 100-row commit at 50 files, ~40 ms at 400, against ~1.5 ms
+        here). None when ``version`` exists already (another writer came first): the data
+        file is deleted and the caller commits through delta-rs.
+        """
+        rows = rows.cast(SCHEMAS[table])
+        stats = _stats(rows)
+        if stats is None:
+            return None
+        name = f"part-00000-{uuid.uuid4()}-c000.zstd.parquet"
+        buffer = pa.BufferOutputStream()
+        pq.write_table(
+            rows,
+            buffer,
+            compression="zstd",
+            compression_level=1,
+            use_dictionary=[n for n in rows.column_names if n not in _ID_COLUMNS],
+        )
+        data = buffer.getvalue()
+        filesystem = self._filesystem(table)
+        try:
+            with filesystem.open_output_stream(name) as out:
+                out.write(data)
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"append on table {table!r} failed: {exc}") from exc
+        now = int(time.time() * 1000)
+        add = {
+            "path": name,
+            "partitionValues": {},
+            "size": data.size,
+            "modificationTime": now,
+            "dataChange": True,
+            "stats": stats,
+        }
+        info = {
+            "timestamp": now,
+            "operation": "WRITE",
+            "operationParameters": {"mode": "Append"},
+            "readVersion": version - 1,
+            "isBlindAppend": True,
+            "operationMetrics": {"num_added_files": 1, "num_added_rows": rows.num_rows},
+            "engineInfo": "shoal",
+        }
+        entry = f"{json.dumps({'commitInfo': info})}\n{json.dumps({'add': add})}\n".encode()
+        if not self.store.put_if_absent(f"{table}/_delta_log/{version:020d}.json", entry):
+            with contextlib.suppress(OSError, pa.ArrowException):
+                filesystem.delete_file(name)
+            return None
+        for (ranged, column), (known, ranges) in list(self._ranges.items()):
+            if ranged == table and known == version - 1:
+                self._ranges[(table, column)] = (version, [*ranges, _range(rows, column)])
+        return version
+
+    def _checkpoint(self, table: str, *, locked: bool) -> None:
+        """A checkpoint of ``table`` at its newest version (delta-rs's post-commit hook makes
+        them for the commits it makes); a failure is only logged: the next one makes up."""
+        try:
+            with contextlib.nullcontext() if locked else _NATIVE:
+                self._writer(table).create_checkpoint()
+        except (DeltaError, OSError):
+            self._writers.pop(table, None)
+            log.warning("checkpoint of table %r failed", table, exc_info=True)
 
     def append_all(
         self,
@@ -426,3 +561,50 @@ class DeltaStore:
                 self._writers.pop(table, None)
                 raise StorageError(f"{what} on table {table!r} failed: {exc}") from exc
         raise AssertionError("unreachable")
+
+
+def _stats(rows: pa.Table) -> str | None:
+    """Delta file statistics of ``rows`` as delta-rs writes them: the row count, and the null
+    count and min/max of every flat column (list columns have none). Every flat column holding
+    a value needs its min/max: delta-rs reads a missing one as "no row can match" when it
+    turns statistics into pyarrow guarantees. None when a value has no JSON form (a float
+    that is not finite): delta-rs writes that file.
+    """
+    low: dict[str, object] = {}
+    high: dict[str, object] = {}
+    nulls: dict[str, int] = {}
+    for field, column in zip(rows.schema, rows.columns, strict=True):
+        if pa.types.is_nested(field.type):
+            continue
+        nulls[field.name] = column.null_count
+        if column.null_count == len(column):
+            continue
+        extremes = pc.min_max(column)
+        least, most = extremes["min"].as_py(), extremes["max"].as_py()
+        if pa.types.is_timestamp(field.type):  # milliseconds, widened to hold every value
+            least, most = _iso_millis(least, up=False), _iso_millis(most, up=True)
+        elif pa.types.is_floating(field.type) and not (
+            math.isfinite(least) and math.isfinite(most)
+        ):
+            return None
+        low[field.name], high[field.name] = least, most
+    stats = {"numRecords": rows.num_rows, "minValues": low, "maxValues": high, "nullCount": nulls}
+    return json.dumps(stats, separators=(",", ":"))
+
+
+def _iso_millis(value: datetime, *, up: bool) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    extra = value.microsecond % 1000
+    value -= timedelta(microseconds=extra)
+    if up and extra:
+        value += timedelta(milliseconds=1)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _range(rows: pa.Table, column: str) -> tuple[str | None, str | None]:
+    if column not in rows.column_names or rows.num_rows == 0:
+        return None, None
+    extremes = pc.min_max(rows.column(column))
+    return extremes["min"].as_py(), extremes["max"].as_py()

@@ -91,7 +91,7 @@ class Lake:
     ) -> None:
         self.location = LakeLocation.parse(uri, s3=s3)
         self.store: ObjectStore = self.location.open_store()
-        self.delta = DeltaStore(self.location)
+        self.delta = DeltaStore(self.location, self.store)
         self.lock_timeout = lock_timeout
         # the newest state this object read or published: states are immutable and numbered
         # without gaps, so while the next number is absent it is still the latest

@@ -86,6 +86,11 @@ def local_lake(tmp_path: Path) -> Lake:
     return Lake(str(tmp_path / "lake"))
 
 
+def another_writer(lake: Lake) -> Lake:
+    """The same lake opened apart, as another process would (its own caches)."""
+    return Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)
+
+
 def ndjson(records: list[object], separator: str = "\n") -> bytes:
     import json
 

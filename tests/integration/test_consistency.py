@@ -10,6 +10,7 @@ import threading
 
 import pyarrow as pa
 import pytest
+from conftest import another_writer
 
 from lake import JobRunner, Lake, Uploads, UploadStatus
 from lake.delta import DeltaStore
@@ -22,11 +23,6 @@ def records(n: int, start: int = 0) -> bytes:
         json.dumps({"type": "IMAGE", "metadata": {"i": i}, "tags": {"i": str(i)}})
         for i in range(start, start + n)
     ).encode()
-
-
-def another_writer(lake: Lake) -> Lake:
-    """The same lake opened apart, as another process would (its own caches)."""
-    return Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)
 
 
 def fail_a_batch(lake: Lake, datapoint_id: str) -> None:

@@ -1,0 +1,132 @@
+"""Small appends are committed by Shoal itself (a data file, then the commit file written only
+if absent): the tables stay plain Delta tables that delta-rs, pyarrow and polars read, with
+file statistics, checkpoints, and delta-rs taking over whenever the version is taken."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from conftest import another_writer
+from deltalake import DeltaTable
+
+from lake import Lake
+from lake import delta as delta_module
+from lake.tables import SCHEMAS
+
+
+def tags(first: int, n: int = 5) -> pa.Table:
+    return pa.table(
+        {
+            "id": [f"{k:08d}-0000-7000-8000-000000000000" for k in range(first, first + n)],
+            "organization_id": ["org"] * n,
+            "datapoint": [f"dp-{k}" for k in range(first, first + n)],
+            "name": ["split"] * n,
+            "value": [None if k % 2 else "train" for k in range(first, first + n)],
+            "created_at": pa.array([1_700_000_000_000_000] * n, pa.timestamp("us", tz="UTC")),
+        }
+    ).cast(SCHEMAS["tags"])
+
+
+def append(lake: Lake, rows: pa.Table) -> None:
+    with lake.transaction() as txn:
+        txn.append("tags", rows)
+
+
+def table(lake: Lake) -> DeltaTable:
+    return DeltaTable(lake.delta.uri("tags"), storage_options=lake.delta.options)
+
+
+def commit_entry(lake: Lake, version: int) -> list[dict[str, object]]:
+    data = lake.store.get(f"tags/_delta_log/{version:020d}.json")
+    assert data is not None
+    return [json.loads(line) for line in data.decode().splitlines()]
+
+
+def test_small_appends_are_plain_delta_commits_every_reader_reads(lake: Lake) -> None:
+    append(lake, tags(0))
+    append(lake, tags(5))
+    version = lake.state().versions["tags"]
+    entry = commit_entry(lake, version)
+    info = next(action["commitInfo"] for action in entry if "commitInfo" in action)
+    assert info["engineInfo"] == "shoal" and info["isBlindAppend"] is True
+    assert info["readVersion"] == version - 1
+
+    dt = table(lake)
+    assert dt.version() == version
+    expected = sorted(tags(0).column("id").to_pylist() + tags(5).column("id").to_pylist())
+    assert sorted(dt.to_pyarrow_table().column("id").to_pylist()) == expected
+    scanned = pl.scan_delta(lake.delta.uri("tags"), storage_options=lake.delta.options)
+    assert scanned.select(pl.len()).collect().item() == 10
+    assert lake.read("tags", columns=["id"]).num_rows == 10
+
+    # the file statistics are exact: pruning by id keeps one file of the two
+    actions = pa.table(dt.get_add_actions(flatten=True)).sort_by("min.id")
+    assert actions.column("min.id").to_pylist() == [expected[0], expected[5]]
+    assert actions.column("max.id").to_pylist() == [expected[4], expected[9]]
+    assert actions.column("null_count.value").to_pylist() == [2, 3]
+    assert actions.column("num_records").to_pylist() == [5, 5]
+    pruned = lake.read("tags", columns=["id"], prune=f"id >= '{expected[5]}'")
+    assert sorted(pruned.column("id").to_pylist()) == expected[5:]
+
+
+def test_a_taken_version_goes_through_delta_rs_and_loses_nothing(lake: Lake) -> None:
+    append(lake, tags(0))
+    stale = lake.state().versions["tags"]
+    append(lake, tags(5))
+    # a writer that believes the table still stands at the older version
+    version = lake.delta.append("tags", tags(10), expect=stale)
+    assert version == stale + 2
+    info = next(a["commitInfo"] for a in commit_entry(lake, version) if "commitInfo" in a)
+    assert info.get("engineInfo") != "shoal"  # delta-rs made this commit
+    dt = table(lake)
+    assert dt.to_pyarrow_table().num_rows == 15
+    # the data file written for the version that was taken was deleted again
+    data_files = [k for k in lake.store.list("tags/") if k.endswith(".parquet")]
+    assert len(data_files) == len(dt.file_uris()) == 3
+
+
+def test_checkpoints_are_made_every_interval(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(delta_module, "CHECKPOINT_INTERVAL", 4)
+    for k in range(9):
+        append(lake, tags(5 * k))
+    version = lake.state().versions["tags"]
+    assert version >= 8
+    last = lake.store.get("tags/_delta_log/_last_checkpoint")
+    assert last is not None
+    checkpointed = json.loads(last)["version"]
+    assert checkpointed % 4 == 0 and version - 4 < checkpointed <= version
+    assert table(lake).to_pyarrow_table().num_rows == 45
+
+
+def test_large_appends_and_foreign_tables_go_through_delta_rs(
+    lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delta_module, "BLIND_MAX_BYTES", 100)
+    append(lake, tags(0))
+    version = lake.state().versions["tags"]
+    info = next(a["commitInfo"] for a in commit_entry(lake, version) if "commitInfo" in a)
+    assert info.get("engineInfo") != "shoal"
+    assert table(lake).to_pyarrow_table().num_rows == 5
+
+
+def test_file_statistics_follow_own_appends_and_other_writers(lake: Lake) -> None:
+    append(lake, tags(0))
+    ids = sorted(tags(0).column("id").to_pylist())
+    later = sorted(tags(100).column("id").to_pylist())
+    with lake.transaction() as txn:
+        assert txn.may_hold("tags", "id", ids[0], ids[0])
+        assert not txn.may_hold("tags", "id", later[0], later[-1])
+        txn.append("tags", tags(100))
+    with lake.transaction() as txn:  # the writer's own append is known without a look
+        assert txn.may_hold("tags", "id", later[2], later[2])
+    # another process appends: its commit is seen at the version that holds it
+    with another_writer(lake).transaction() as txn:
+        txn.append("tags", tags(200))
+    newest = sorted(tags(200).column("id").to_pylist())
+    with lake.transaction() as txn:
+        assert txn.may_hold("tags", "id", newest[0], newest[0])
+        assert pc.sum(pc.equal(txn.read("tags", columns=["id"]).column("id"), newest[0])).as_py()
