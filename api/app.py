@@ -35,6 +35,7 @@ from lake.errors import (
     RecordError,
     StorageError,
 )
+from lake.group_process import GroupProcess
 from lake.groups import GroupCommitter
 from lake.keys import ApiKeys
 from lake.miners import MinerRunner, MiningError
@@ -75,7 +76,16 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
         )
         runner = JobRunner(the_lake, workers=settings.job_workers, uploads=uploads)
         keys = ApiKeys(the_lake, cache_seconds=settings.key_cache_seconds)
-        group = GroupCommitter(uploads, fallback=runner.submit, max_queued=settings.group_queue)
+        group: GroupCommitter | GroupProcess
+        if settings.group_process:  # its own interpreter lock, apart from the requests'
+            group = GroupProcess(
+                the_lake,
+                fallback=runner.submit,
+                uploads_options={"max_line": settings.max_line_bytes},
+                max_queued=settings.group_queue,
+            )
+        else:
+            group = GroupCommitter(uploads, fallback=runner.submit, max_queued=settings.group_queue)
         mining = MinerRunner(the_lake, workers=settings.miner_workers)
         waiters = Waiters()
         waiters.bind(asyncio.get_running_loop())

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.settings import Settings
 from api.waiters import Waiters
 from lake import JobRunner, Lake, Uploads
+from lake.group_process import GroupProcess
 from lake.groups import GroupCommitter
 from lake.keys import ApiKeys
 from lake.miners import MinerRunner
@@ -23,7 +24,7 @@ class Services:
     keys: ApiKeys
     uploads: Uploads
     runner: JobRunner
-    group: GroupCommitter
+    group: GroupCommitter | GroupProcess
     miners: MinerRunner
     waiters: Waiters
 

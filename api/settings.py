@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     batch_records: int = Field(default=50_000, ge=1, le=1_000_000)
     parse_workers: int = Field(default=2, ge=1, le=16)
     group_queue: int = Field(default=DEFAULT_MAX_QUEUED, ge=1, le=100_000)
+    group_process: bool = True
     miner_workers: int = Field(default=1, ge=1, le=32)
     key_cache_seconds: float = Field(default=5.0, ge=0)
     maintenance_hours: float = Field(default=0, ge=0)

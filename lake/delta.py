@@ -330,6 +330,86 @@ class DeltaStore:
         here). None when ``version`` exists already (another writer came first): the data
         file is deleted and the caller commits through delta-rs.
         """
+        written = self._write_file(table, rows)
+        if written is None:
+            return None
+        info = {
+            "timestamp": written["modificationTime"],
+            "operation": "WRITE",
+            "operationParameters": {"mode": "Append"},
+            "readVersion": version - 1,
+            "isBlindAppend": True,
+            "operationMetrics": {"num_added_files": 1, "num_added_rows": rows.num_rows},
+            "engineInfo": "shoal",
+        }
+        if not self._commit_file(table, version, [{"commitInfo": info}, {"add": written}]):
+            return None
+        for (ranged, column), (known, ranges) in list(self._ranges.items()):
+            if ranged == table and known == version - 1:
+                self._ranges[(table, column)] = (version, [*ranges, _range(rows, column)])
+        return version
+
+    def merge_files(
+        self, table: str, files: pa.Table, *, expect: int, locked: bool = False
+    ) -> int | None:
+        """Commit ``files`` (rows of :meth:`file_ranges`) of ``table`` merged into one, in id
+        order, as version ``expect + 1``: the same rows, the old files removed from that version
+        on (they stay for readers of older versions until a vacuum). None when that cannot be
+        done here (the version taken, a table not Shoal's, rows not matching the statistics):
+        the caller rewrites through delta-rs."""
+        if files.num_rows < 2 or not self._may_blind(table, locked=locked):
+            return None
+        paths = files.column("path").to_pylist()
+        try:
+            rows = ds.dataset(
+                paths, schema=SCHEMAS[table], format="parquet", filesystem=self._filesystem(table)
+            ).to_table()
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot read the files of table {table!r} to merge: {exc}") from exc
+        if rows.num_rows != pc.sum(files.column("rows")).as_py():
+            return None
+        written = self._write_file(table, rows.sort_by("id"), data_change=False)
+        if written is None:
+            return None
+        now = int(time.time() * 1000)
+        removes: list[dict[str, object]] = [
+            {
+                "remove": {
+                    "path": path,
+                    "deletionTimestamp": now,
+                    "dataChange": False,
+                    "extendedFileMetadata": True,
+                    "partitionValues": {},
+                    "size": size,
+                }
+            }
+            for path, size in zip(paths, files.column("size").to_pylist(), strict=True)
+        ]
+        info = {
+            "timestamp": now,
+            "operation": "OPTIMIZE",
+            "operationParameters": {"targetSize": str(written["size"])},
+            "readVersion": expect,
+            "isBlindAppend": False,
+            "operationMetrics": {"numFilesAdded": 1, "numFilesRemoved": len(paths)},
+            "engineInfo": "shoal",
+        }
+        version = expect + 1
+        actions: list[dict[str, object]] = [{"commitInfo": info}, *removes, {"add": written}]
+        if not self._commit_file(table, version, actions):
+            return None
+        for key in [k for k in self._ranges if k[0] == table]:
+            del self._ranges[key]  # which entry was which file is not kept: looked at again
+        self.commits_since_look[table] = self.commits_since_look.get(table, 0) + 1
+        if version % CHECKPOINT_INTERVAL == 0:
+            self._checkpoint(table, locked=locked)
+        return version
+
+    def _write_file(
+        self, table: str, rows: pa.Table, *, data_change: bool = True
+    ) -> dict[str, object] | None:
+        """Write ``rows`` as a new data file of ``table``; its ``add`` action, or None when the
+        rows have no statistics here (see :func:`_stats`)."""
         rows = rows.cast(SCHEMAS[table])
         stats = _stats(rows)
         if stats is None:
@@ -344,39 +424,32 @@ class DeltaStore:
             use_dictionary=[n for n in rows.column_names if n not in _ID_COLUMNS],
         )
         data = buffer.getvalue()
-        filesystem = self._filesystem(table)
         try:
-            with filesystem.open_output_stream(name) as out:
+            with self._filesystem(table).open_output_stream(name) as out:
                 out.write(data)
         except (OSError, pa.ArrowException) as exc:
-            raise StorageError(f"append on table {table!r} failed: {exc}") from exc
-        now = int(time.time() * 1000)
-        add = {
+            raise StorageError(f"writing a data file of table {table!r} failed: {exc}") from exc
+        return {
             "path": name,
             "partitionValues": {},
             "size": data.size,
-            "modificationTime": now,
-            "dataChange": True,
+            "modificationTime": int(time.time() * 1000),
+            "dataChange": data_change,
             "stats": stats,
         }
-        info = {
-            "timestamp": now,
-            "operation": "WRITE",
-            "operationParameters": {"mode": "Append"},
-            "readVersion": version - 1,
-            "isBlindAppend": True,
-            "operationMetrics": {"num_added_files": 1, "num_added_rows": rows.num_rows},
-            "engineInfo": "shoal",
-        }
-        entry = f"{json.dumps({'commitInfo': info})}\n{json.dumps({'add': add})}\n".encode()
-        if not self.store.put_if_absent(f"{table}/_delta_log/{version:020d}.json", entry):
-            with contextlib.suppress(OSError, pa.ArrowException):
-                filesystem.delete_file(name)
-            return None
-        for (ranged, column), (known, ranges) in list(self._ranges.items()):
-            if ranged == table and known == version - 1:
-                self._ranges[(table, column)] = (version, [*ranges, _range(rows, column)])
-        return version
+
+    def _commit_file(self, table: str, version: int, actions: list[dict[str, object]]) -> bool:
+        """Write the commit file of ``version`` only if absent (the Delta protocol's atomic
+        step, as delta-rs takes it); False when another writer took the version, whose data
+        file (the last action's) is then deleted."""
+        entry = "".join(json.dumps(action) + "\n" for action in actions).encode()
+        if self.store.put_if_absent(f"{table}/_delta_log/{version:020d}.json", entry):
+            return True
+        added = actions[-1]["add"]
+        assert isinstance(added, dict)
+        with contextlib.suppress(OSError, pa.ArrowException):
+            self._filesystem(table).delete_file(str(added["path"]))
+        return False
 
     def _checkpoint(self, table: str, *, locked: bool) -> None:
         """A checkpoint of ``table`` at its newest version (delta-rs's post-commit hook makes
@@ -496,8 +569,8 @@ class DeltaStore:
         return self._with_retries(table, "restore", write)
 
     def file_ranges(self, table: str) -> pa.Table:
-        """The newest version's files: ``rows`` and the range of their ``id`` (``low``,
-        ``high``; null without statistics), in id order."""
+        """The newest version's files: ``rows``, the range of their ``id`` (``low``, ``high``;
+        null without statistics), ``path`` and ``size``, in id order."""
         try:
             with _NATIVE:
                 actions = pa.table(self._writer(table).get_add_actions(flatten=True))
@@ -506,13 +579,23 @@ class DeltaStore:
             raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
         self.commits_since_look[table] = 0
         if actions.num_rows == 0:
-            return pa.table({"rows": pa.array([], pa.int64()), "low": [], "high": []})
+            return pa.table(
+                {
+                    "rows": pa.array([], pa.int64()),
+                    "low": pa.array([], pa.string()),
+                    "high": pa.array([], pa.string()),
+                    "path": pa.array([], pa.string()),
+                    "size": pa.array([], pa.int64()),
+                }
+            )
         nothing = pa.nulls(actions.num_rows, pa.string())
         return pa.table(
             {
                 "rows": actions.column("num_records"),
                 "low": actions.column("min.id") if "min.id" in actions.column_names else nothing,
                 "high": actions.column("max.id") if "max.id" in actions.column_names else nothing,
+                "path": actions.column("path"),
+                "size": actions.column("size_bytes"),
             }
         ).sort_by("low")
 

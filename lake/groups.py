@@ -37,7 +37,7 @@ from lake import ids
 from lake.columnar import FastBatch, plan_batch
 from lake.errors import BusyError, LakeError
 from lake.ingest import BatchCounts, IdSource
-from lake.lake import Transaction, sql_text
+from lake.lake import Lake, Transaction, sql_text
 from lake.maintenance import tidy
 from lake.ndjson import RawBatch, read_batches
 from lake.tables import SCHEMAS
@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 GROUP_MAX_BYTES = 4 * 2**20
 #: Uploads waiting for the worker before new ones wait for room (see GroupCommitter).
 DEFAULT_MAX_QUEUED = 64
+#: Seconds without uploads after which the worker merges small files (see lake.maintenance.tidy)
+LULL_SECONDS = 1.0
 _REMEMBERED = 100_000
 
 
@@ -100,6 +102,9 @@ class GroupCommitter:
         self._fresh: set[str] = set()  # submitted to this process, not tried yet
         # the data of uploads submitted here, kept until the worker takes it (not read back)
         self._data: dict[str, bytes] = {}
+        # the data of the group the worker took (touched by the worker only: a lock taken per
+        # upload would make the worker wait for the interpreter lock once per upload)
+        self._taken: dict[str, bytes] = {}
         # markers (and landed files) of committed uploads are deleted off the worker's path (a
         # marker left by a crash is found committed and deleted on the next start)
         self._cleaner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-group-clean")
@@ -157,25 +162,30 @@ class GroupCommitter:
         source: str,
         data: bytes | None = None,
     ) -> Upload:
-        marker = {
-            "organization_id": organization_id,
-            "landing_key": landing_key,
-            "options": options or {},
-            "source": source or landing_key.rsplit("/", 1)[-1],
-            "created_at": datetime.now(UTC).isoformat(),
-        }
-        upload_id = ids.new_id()
-        self.lake.store.put(PENDING_PREFIX + upload_id, pending_marker(marker, data))
-        upload = Upload.from_marker(upload_id, marker)
+        upload = make_pending(
+            self.lake,
+            landing_key,
+            organization_id=organization_id,
+            options=options,
+            source=source,
+            data=data,
+        )
+        self.enqueue(upload, data)
+        return upload
+
+    def enqueue(self, upload: Upload, data: bytes | None) -> None:
+        """Queue a pending upload made durable by :func:`make_pending` (in this process or
+        another); one this worker already queued or finished is left alone."""
         with self._wake:
-            self._fresh.add(upload_id)
+            if upload.id in self._known:
+                return
+            self._fresh.add(upload.id)
             self._queue.append(upload)
             if data is not None:
-                self._data[upload_id] = data
+                self._data[upload.id] = data
                 self._queued_bytes += len(data)
             self._remember(upload)
             self._wake.notify_all()
-        return upload
 
     def _wait_for_room(self, size: int) -> None:
         """Wait until the queue has room for an upload of ``size`` bytes (an empty queue
@@ -217,9 +227,10 @@ class GroupCommitter:
                 left.append(upload)
         left.sort(key=lambda u: (u.created_at, u.id))
         with self._wake:
-            queued = {u.id for u in self._queue}
-            left = [u for u in left if u.id not in queued]
+            left = [u for u in left if u.id not in self._known]
             self._queue[:0] = left
+            for upload in left:
+                self._remember(upload)
         self._thread = threading.Thread(target=self._loop, name="shoal-group", daemon=True)
         self._thread.start()
         return [u.id for u in left]
@@ -233,12 +244,21 @@ class GroupCommitter:
         self._cleaner.shutdown(wait=True)
 
     def _loop(self) -> None:
+        owed = False  # groups committed since small files were last looked at in a lull
         while True:
             with self._wake:
                 while not self._queue and not self._stopping:
-                    self._wake.wait()
+                    # a lull is LULL_SECONDS without uploads: a queue empty for a moment
+                    # between requests is not one (a merge there stalls the requests coming)
+                    if not self._wake.wait(LULL_SECONDS if owed else None) and owed:
+                        break
                 if self._stopping:
                     return
+                lull = not self._queue
+            if lull:
+                tidy(self.lake, busy=False)
+                owed = False
+                continue
             if self.linger:
                 self._wake_after(self.linger)
             group = self._take()
@@ -253,14 +273,11 @@ class GroupCommitter:
             except Exception:
                 log.exception("group commit of %d uploads failed", len(group))
                 self._one_by_one(group)
-            with self._wake:
-                busy = bool(self._queue)
-            tidy(self.lake, busy=busy)
-            with self._wake:  # what the group did not read is read back from the landing area
-                for upload in group:
-                    self._data.pop(upload.id, None)
-            if self.on_done is not None:
+            self._taken.clear()  # what the group did not read is read back from the landing area
+            if self.on_done is not None:  # before any merge: the uploads are committed
                 self.on_done([u.id for u in group])
+            tidy(self.lake, busy=True)
+            owed = True
 
     def _one_by_one(self, group: list[Upload]) -> None:
         """After a failed group: each upload alone, and one that still fails goes to the
@@ -292,8 +309,11 @@ class GroupCommitter:
         with self._wake:
             group = self._queue[: self.max_group]
             del self._queue[: self.max_group]
-            # (their data stays in _data until the worker reads it)
-            self._queued_bytes -= sum(len(self._data.get(u.id, b"")) for u in group)
+            for upload in group:
+                data = self._data.pop(upload.id, None)
+                if data is not None:
+                    self._taken[upload.id] = data
+                    self._queued_bytes -= len(data)
             self._wake.notify_all()  # requests waiting for room
             return group
 
@@ -307,6 +327,10 @@ class GroupCommitter:
             unsure = [u.id for u in group if u.id not in self._fresh]
             self._fresh.difference_update(u.id for u in group)
         committed = self._committed(unsure) if unsure else {}
+        if committed:
+            with self._wake:  # its row says how it ended
+                for upload_id in committed:
+                    self._known.pop(upload_id, None)
         for upload in group:
             if upload.id in committed:  # by an earlier run that stopped before cleaning up
                 # (a RUNNING one was handed to the ordinary path, which reads its file)
@@ -329,8 +353,8 @@ class GroupCommitter:
         done: list[Upload] = []
         if prepared:
             done = self._commit_together(prepared)
-        for upload, _ in prepared:
-            self._cleaner.submit(self._clean, upload)
+        if prepared:
+            self._cleaner.submit(self._clean_all, [upload for upload, _ in prepared])
         with self._wake:
             for upload in done:
                 self._remember(upload)
@@ -360,8 +384,7 @@ class GroupCommitter:
 
     def _raw(self, upload: Upload) -> RawBatch | None:
         """The upload's lines as one batch, or None when it needs the ordinary path."""
-        with self._wake:
-            data = self._data.pop(upload.id, None)
+        data = self._taken.pop(upload.id, None)
         if data is None:  # left by a process that stopped, or submitted already landed
             data = self._stored_data(upload)
         if data is None or len(data) > GROUP_MAX_BYTES:
@@ -477,6 +500,10 @@ class GroupCommitter:
         self.lake.store.delete(PENDING_PREFIX + upload.id)
         self.fallback(upload.id)
 
+    def _clean_all(self, uploads: list[Upload]) -> None:
+        for upload in uploads:
+            self._clean(upload)
+
     def _clean(self, upload: Upload, *, landed: bool = True) -> None:
         """Delete a committed upload's marker and (``landed``) the file it was read from."""
         try:
@@ -485,6 +512,29 @@ class GroupCommitter:
                 self.lake.store.delete(upload.landing_key)
         except LakeError:  # the next start finds the marker of a committed upload again
             log.warning("upload %s: cannot delete its landed file yet", upload.id, exc_info=True)
+
+
+def make_pending(
+    lake: Lake,
+    landing_key: str,
+    *,
+    organization_id: str,
+    options: dict[str, Any] | None,
+    source: str,
+    data: bytes | None = None,
+) -> Upload:
+    """Make an upload durable as pending (its marker, holding ``data`` when given) and return
+    it RUNNING; a group committer applies it (see :meth:`GroupCommitter.enqueue`)."""
+    marker = {
+        "organization_id": organization_id,
+        "landing_key": landing_key,
+        "options": options or {},
+        "source": source or landing_key.rsplit("/", 1)[-1],
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    upload_id = ids.new_id()
+    lake.store.put(PENDING_PREFIX + upload_id, pending_marker(marker, data))
+    return Upload.from_marker(upload_id, marker)
 
 
 def _finished(upload: Upload, batch: PreparedBatch, now: datetime) -> Upload:

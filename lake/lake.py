@@ -439,6 +439,20 @@ class Transaction:
         nothing = pc.field("id").is_null()  # ids are never null: every row is carried over
         self.replace(table, "id", ranges, nothing, SCHEMAS[table].empty_table())
 
+    def merge_files(self, table: str, files: pa.Table) -> None:
+        """Merge ``files`` of ``table`` (rows of ``DeltaStore.file_ranges``) into one, in one
+        commit: the same rows. Through delta-rs (a rewrite of their id range) when the lake
+        cannot commit it itself."""
+        self._begin(table)
+        version = self.lake.delta.merge_files(table, files, expect=self.versions[table])
+        if version is None:
+            low = min(files.column("low").to_pylist())
+            high = max(files.column("high").to_pylist())
+            self.rewrite(table, [(low, high)])
+            return
+        self.versions[table] = version
+        crash_point("table.committed")
+
     def compact(self, table: str, *, target_size: int) -> None:
         """Merge ``table``'s small files (same rows, fewer files)."""
         self._begin(table)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lake.errors import LakeError
 from lake.lake import Lake, LakeState
@@ -152,13 +153,13 @@ def merge_small_files(
     """Merge the small files of tables that hold ``at_least`` of them; return how many files
     of each table were merged.
 
-    Every commit adds a file, and a delta-rs commit costs time in proportion to the files of
-    the table (~0.15 ms each on a local disk): a server group-committing small requests would
-    slow down without end. Runs of small files adjacent in id order (ids are time-ordered, so
-    these are files written one after the other) are rewritten as one file of up to ``rows``
-    rows each; large files stay as they are. The rows are the same before and after, readers
-    move to the merged files with the next lake state, and the replaced files stay on disk for
-    readers of older states until maintenance vacuums them.
+    Every commit adds a file, and readers (and delta-rs commits, which bring every file of the
+    table up to date) pay for each. Runs of small files adjacent in id order (ids are
+    time-ordered, so these are files written one after the other) are merged into one file of
+    up to ``rows`` rows each (:meth:`Transaction.merge_files`); large files stay as they are.
+    The rows are the same before and after, readers move to the merged files with the next
+    lake state, and the replaced files stay on disk for readers of older states until
+    maintenance vacuums them.
 
     Only tables this process committed to ``look_every`` times since it last looked at them
     are looked at (a look lists the table's files); the writer lock is taken only when there
@@ -185,8 +186,11 @@ def merge_small_files(
             if files.num_rows < at_least:
                 continue
             count = 0
+            lows = files.column("low")
             for low, high, n, held in _runs(files, rows=rows, budget=budget):
-                txn.rewrite(table, [(low, high)])
+                # the run: the files (in id order) starting within its range
+                inside = pc.and_(pc.greater_equal(lows, low), pc.less_equal(lows, high))
+                txn.merge_files(table, files.filter(inside))
                 count += n
                 budget -= held
             merged[table] = count

@@ -63,6 +63,9 @@ def make_api(lake: Lake, **settings: Any) -> Iterator[Api]:
     keys = ApiKeys(lake)
     _, key = keys.create("acme")
     _, other = keys.create("other")
+    # the group committer in this process (a child process per test costs seconds; the
+    # real-socket tests and tests/api/test_group_process.py run it apart, as shoal serve does)
+    settings.setdefault("group_process", False)
     app = create_app(Settings(lake=lake.uri, **settings), lake=lake)
     with TestClient(app) as client:
         yield Api(client, lake, key, other)

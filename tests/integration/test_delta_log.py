@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 
 from lake import Lake
 from lake import delta as delta_module
+from lake.maintenance import merge_small_files
 from lake.tables import SCHEMAS
 
 
@@ -130,3 +131,31 @@ def test_file_statistics_follow_own_appends_and_other_writers(lake: Lake) -> Non
     with lake.transaction() as txn:
         assert txn.may_hold("tags", "id", newest[0], newest[0])
         assert pc.sum(pc.equal(txn.read("tags", columns=["id"]).column("id"), newest[0])).as_py()
+
+
+def test_small_files_are_merged_by_a_commit_of_shoal_that_keeps_older_versions(
+    lake: Lake,
+) -> None:
+    for k in range(4):
+        append(lake, tags(5 * k))
+    before = lake.state()
+    expected = sorted(lake.read("tags", columns=["id"]).column("id").to_pylist())
+    merged = merge_small_files(lake, tables=["tags"], look_every=0, at_least=2)
+    assert merged == {"tags": 4}
+    version = lake.state().versions["tags"]
+    entry = commit_entry(lake, version)
+    info = next(action["commitInfo"] for action in entry if "commitInfo" in action)
+    assert info["engineInfo"] == "shoal" and info["operation"] == "OPTIMIZE"
+    assert sum("remove" in action for action in entry) == 4
+    assert all(a["remove"]["dataChange"] is False for a in entry if "remove" in a)
+    dt = table(lake)
+    assert len(dt.file_uris()) == 1
+    assert dt.to_pyarrow_table().column("id").to_pylist() == expected  # in id order
+    assert sorted(lake.read("tags", columns=["id"]).column("id").to_pylist()) == expected
+    # readers of the state before the merge still read their files
+    old = lake.read("tags", columns=["id"], state=before)
+    assert sorted(old.column("id").to_pylist()) == expected
+    older = DeltaTable(
+        lake.delta.uri("tags"), version=version - 1, storage_options=lake.delta.options
+    )
+    assert len(older.file_uris()) == 4
