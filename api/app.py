@@ -120,7 +120,12 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
     def health(request: Request) -> dict[str, object]:
         services: Services = request.app.state.services
         state = services.lake.state()
-        return {"status": "ok", "lake": services.lake.uri, "state": state.seq}
+        return {
+            "status": "ok",
+            "lake": services.lake.uri,
+            "state": state.seq,
+            "group_commit": services.group.health(),
+        }
 
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 

@@ -145,6 +145,19 @@ class GroupProcess:
             if self.on_done is not None:
                 self.on_done([upload_id for upload_id, _ in finished])
 
+    def health(self) -> dict[str, object]:
+        """Where the committer runs, whether it is alive, how often it was started again, and
+        how many uploads wait for it."""
+        process = self._process
+        with self._room:
+            waiting = len(self._open)
+        return {
+            "process": True,
+            "alive": bool(process is not None and process.is_alive()),
+            "restarts": self.restarts,
+            "waiting": waiting,
+        }
+
     # -- accepting -------------------------------------------------------------------------------
     def submit(
         self,

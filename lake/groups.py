@@ -203,6 +203,13 @@ class GroupCommitter:
                     f"{len(self._queue)} uploads are waiting to be committed; retry in a moment"
                 )
 
+    def health(self) -> dict[str, object]:
+        """Where the committer runs (here), whether its worker is alive, how many uploads wait."""
+        with self._wake:
+            waiting = len(self._queue)
+        alive = self._thread is not None and self._thread.is_alive()
+        return {"process": False, "alive": alive, "restarts": 0, "waiting": waiting}
+
     def lookup(self, upload_id: str, *, organization_id: str | None = None) -> Upload | None:
         """The upload if this process is committing it or finished it lately, else None."""
         with self._wake:

@@ -220,16 +220,12 @@ class LocalStore(ObjectStore):
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
+        tmp = self._write_aside(path, data)
         os.replace(tmp, path)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
+        tmp = self._write_aside(path, data)
         try:
             os.link(tmp, path)  # atomic, fails if the target exists
         except FileExistsError:
@@ -237,6 +233,18 @@ class LocalStore(ObjectStore):
         finally:
             tmp.unlink()
         return True
+
+    @staticmethod
+    def _write_aside(path: Path, data: bytes) -> Path:
+        """``data`` in a new hidden file beside ``path`` (its folders made when missing: a
+        folder check per write is a system call the common case does not need)."""
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(data)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+        return tmp
 
     def get(self, key: str) -> bytes | None:
         try:

@@ -45,7 +45,9 @@ def test_every_route_needs_a_valid_key(api: Api) -> None:
             assert response.json() == {
                 "error": {"message": "Unauthorized: a valid x-api-key is required"}
             }
-    assert api.client.get("/health").json()["status"] == "ok"  # the only open route
+    health = api.client.get("/health").json()  # the only open route
+    assert health["status"] == "ok"
+    assert health["group_commit"] == {"process": False, "alive": True, "restarts": 0, "waiting": 0}
 
 
 def test_revoked_keys_stop_working(api: Api) -> None:

@@ -45,6 +45,8 @@ def finished(group: GroupProcess, uploads: Uploads, ids: list[str], timeout: flo
 
 def test_the_server_answers_the_same_with_the_committer_apart(lake: Lake) -> None:
     for api in make_api(lake, group_process=True):
+        health = api.client.get("/health").json()["group_commit"]
+        assert health == {"process": True, "alive": True, "restarts": 0, "waiting": 0}
         first = api.post("/api/ingestion/ingest", {"records": records("a", 20)})
         assert first["status"] == "RUNNING"
         execution = api.get(f"/api/ingestion/executions/{first['id']}?wait=60")
@@ -80,6 +82,7 @@ def test_a_child_that_dies_is_replaced_and_nothing_is_lost_or_doubled(lake: Lake
         os.kill(group._process.pid, signal.SIGKILL)  # perhaps mid-commit
         after = [group.submit(ndjson(records(f"c{i}", 5)), organization_id="o") for i in range(5)]
         done = finished(group, uploads, [u.id for u in before + after])
+        assert group.health()["alive"] and group.health()["restarts"] == 1
     finally:
         group.stop()
         runner.shutdown()
