@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -193,6 +193,11 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete ``keys`` (those already absent are fine)."""
+        for key in keys:
+            self.delete(key)
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
@@ -470,6 +475,28 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._call("delete", self.client.delete_object, Key=self._key(key))
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """One request per 1,000 keys (S3's DeleteObjects) instead of one per key."""
+        from botocore.exceptions import ClientError
+
+        for start in range(0, len(keys), 1000):
+            chunk = [{"Key": self._key(key)} for key in keys[start : start + 1000]]
+            try:
+                answer = self._call(
+                    "delete",
+                    self.client.delete_objects,
+                    Delete={"Objects": chunk, "Quiet": True},
+                )
+            except ClientError as exc:
+                raise StorageError(f"S3 delete of {len(chunk)} objects failed: {exc}") from exc
+            failed = answer.get("Errors") or []
+            if failed:
+                first = failed[0]
+                raise StorageError(
+                    f"S3 delete of {len(failed)} of {len(chunk)} objects failed, the first "
+                    f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message')}"
+                )
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []
