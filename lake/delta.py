@@ -52,8 +52,11 @@ WRITER_PROPERTIES = WriterProperties(
 )
 
 #: Appends up to this size (Arrow bytes) to a table whose newest version the writer knows are
-#: committed by :meth:`DeltaStore._append_blind`; bigger ones go through delta-rs.
-BLIND_MAX_BYTES = 32 * 2**20
+#: committed by :meth:`DeltaStore._append_blind`; bigger ones go through delta-rs, whose
+#: parallel multipart uploads write a bulk batch's large files to S3 faster (measured: 1M
+#: records to SeaweedFS at 68-75k records/s with every batch committed here, 90-103k through
+#: delta-rs). Small appends, a group commit's, stay under it and under S3's 5 MiB part size.
+BLIND_MAX_BYTES = 4 * 2**20
 #: A checkpoint every this many versions (delta-rs's default interval), so that loading a
 #: table replays at most that many commit files.
 CHECKPOINT_INTERVAL = 100
