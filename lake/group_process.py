@@ -24,6 +24,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,7 @@ from lake.uploads import Upload
 log = logging.getLogger(__name__)
 
 _REMEMBERED = 100_000
+_RESPAWN_PAUSE = 1.0  # seconds before a child that stopped is started again
 _CONTEXT = multiprocessing.get_context("spawn")  # no fork of a process holding threads
 
 
@@ -116,6 +118,9 @@ class GroupProcess:
                 log.error("the group commit process stopped; starting it again")
                 self.restarts += 1
                 conn.close()
+                time.sleep(_RESPAWN_PAUSE)  # a child failing at once does not spin
+                if self._stopping:
+                    return
                 self._spawn()
                 continue
             try:
