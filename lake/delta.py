@@ -284,13 +284,14 @@ class DeltaStore:
     ) -> int:
         """One commit appending ``rows``; ``locked``: the caller holds the delta-rs lock for
         this thread (see :meth:`append_all`); ``expect``: see :meth:`_writer`."""
-        small = expect is not None and rows.nbytes <= BLIND_MAX_BYTES
-        if small and expect is not None and self._may_blind(table, locked=locked):
+        if (
+            expect is not None
+            and rows.nbytes <= BLIND_MAX_BYTES
+            and self._may_blind(table, locked=locked)
+        ):
             version = self._append_blind(table, rows, expect + 1)
             if version is not None:
-                self.commits_since_look[table] = self.commits_since_look.get(table, 0) + 1
-                if version % CHECKPOINT_INTERVAL == 0:
-                    self._checkpoint(table, locked=locked)
+                self._committed_here(table, version, locked=locked)
                 return version
             expect = None  # the version was taken: delta-rs looks at the log and commits
 
@@ -345,22 +346,20 @@ class DeltaStore:
             "operationMetrics": {"num_added_files": 1, "num_added_rows": rows.num_rows},
             "engineInfo": "shoal",
         }
-        if not self._commit_file(table, version, [{"commitInfo": info}, {"add": written}]):
+        if not self._commit_file(table, version, info, written):
             return None
         for (ranged, column), (known, ranges) in list(self._ranges.items()):
             if ranged == table and known == version - 1:
                 self._ranges[(table, column)] = (version, [*ranges, _range(rows, column)])
         return version
 
-    def merge_files(
-        self, table: str, files: pa.Table, *, expect: int, locked: bool = False
-    ) -> int | None:
+    def merge_files(self, table: str, files: pa.Table, *, expect: int) -> int | None:
         """Commit ``files`` (rows of :meth:`file_ranges`) of ``table`` merged into one, in id
         order, as version ``expect + 1``: the same rows, the old files removed from that version
         on (they stay for readers of older versions until a vacuum). None when that cannot be
         done here (the version taken, a table not Shoal's, rows not matching the statistics):
         the caller rewrites through delta-rs."""
-        if files.num_rows < 2 or not self._may_blind(table, locked=locked):
+        if files.num_rows < 2 or not self._may_blind(table, locked=False):
             return None
         paths = files.column("path").to_pylist()
         try:
@@ -398,14 +397,11 @@ class DeltaStore:
             "engineInfo": "shoal",
         }
         version = expect + 1
-        actions: list[dict[str, object]] = [{"commitInfo": info}, *removes, {"add": written}]
-        if not self._commit_file(table, version, actions):
+        if not self._commit_file(table, version, info, written, removes):
             return None
         for key in [k for k in self._ranges if k[0] == table]:
             del self._ranges[key]  # which entry was which file is not kept: looked at again
-        self.commits_since_look[table] = self.commits_since_look.get(table, 0) + 1
-        if version % CHECKPOINT_INTERVAL == 0:
-            self._checkpoint(table, locked=locked)
+        self._committed_here(table, version, locked=False)
         return version
 
     def _write_file(
@@ -441,18 +437,31 @@ class DeltaStore:
             "stats": stats,
         }
 
-    def _commit_file(self, table: str, version: int, actions: list[dict[str, object]]) -> bool:
-        """Write the commit file of ``version`` only if absent (the Delta protocol's atomic
-        step, as delta-rs takes it); False when another writer took the version, whose data
-        file (the last action's) is then deleted."""
+    def _commit_file(
+        self,
+        table: str,
+        version: int,
+        info: dict[str, object],
+        added: dict[str, object],
+        removes: Sequence[dict[str, object]] = (),
+    ) -> bool:
+        """Write the commit file of ``version`` (``info``, ``removes``, then the ``added``
+        file) only if absent, the Delta protocol's atomic step as delta-rs takes it; False when
+        another writer took the version, and the added data file is then deleted."""
+        actions = [{"commitInfo": info}, *removes, {"add": added}]
         entry = "".join(json.dumps(action) + "\n" for action in actions).encode()
         if self.store.put_if_absent(f"{table}/_delta_log/{version:020d}.json", entry):
             return True
-        added = actions[-1]["add"]
-        assert isinstance(added, dict)
         with contextlib.suppress(OSError, pa.ArrowException):
             self._filesystem(table).delete_file(str(added["path"]))
         return False
+
+    def _committed_here(self, table: str, version: int, *, locked: bool) -> None:
+        """Bookkeeping after a commit this store wrote itself: it counts for the next look
+        at small files, and every CHECKPOINT_INTERVAL versions a checkpoint is written."""
+        self.commits_since_look[table] = self.commits_since_look.get(table, 0) + 1
+        if version % CHECKPOINT_INTERVAL == 0:
+            self._checkpoint(table, locked=locked)
 
     def _checkpoint(self, table: str, *, locked: bool) -> None:
         """A checkpoint of ``table`` at its newest version (delta-rs's post-commit hook makes

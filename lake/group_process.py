@@ -18,7 +18,6 @@ still in the lake, and the new child applies them (never twice, see :mod:`lake.g
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import multiprocessing
@@ -29,14 +28,13 @@ from collections.abc import Callable
 from typing import Any
 
 from lake.errors import BusyError
-from lake.groups import DEFAULT_MAX_QUEUED, GroupCommitter, make_pending
+from lake.groups import DEFAULT_MAX_QUEUED, GroupCommitter, RecentUploads, make_pending
 from lake.lake import Lake
 from lake.storage import S3Options
 from lake.uploads import Upload
 
 log = logging.getLogger(__name__)
 
-_REMEMBERED = 100_000
 _RESPAWN_PAUSE = 1.0  # seconds before a child that stopped is started again
 _CONTEXT = multiprocessing.get_context("spawn")  # no fork of a process holding threads
 
@@ -60,7 +58,7 @@ class GroupProcess:
         self.max_queued = max(1, max_queued)
         self.admit_wait = admit_wait
         self.on_done: Callable[[list[str]], object] | None = None
-        self._known: collections.OrderedDict[str, Upload] = collections.OrderedDict()
+        self._known = RecentUploads()
         self._open: set[str] = set()  # accepted here, not finished yet
         self._room = threading.Condition()
         self._send_lock = threading.Lock()
@@ -133,7 +131,7 @@ class GroupProcess:
         if kind == "hand_over":  # its uploads row is written: the ordinary path runs it
             upload_id = message[1]
             with self._room:
-                self._known.pop(upload_id, None)
+                self._known.forget(upload_id)
             self.fallback(upload_id)
         elif kind == "done":
             finished: list[tuple[str, Upload | None]] = message[1]
@@ -143,9 +141,9 @@ class GroupProcess:
                     if upload is None or not upload.status.finished:
                         # handed over (the job runner reports on it), or found committed by an
                         # earlier run: the lake knows
-                        self._known.pop(upload_id, None)
+                        self._known.forget(upload_id)
                     else:
-                        self._remember(upload)
+                        self._known.add(upload)
                 self._room.notify_all()
             if self.on_done is not None:
                 self.on_done([upload_id for upload_id, _ in finished])
@@ -214,7 +212,7 @@ class GroupProcess:
         )
         with self._room:
             self._open.add(upload.id)
-            self._remember(upload)
+            self._known.add(upload)
         with self._send_lock:
             try:
                 assert self._conn is not None
@@ -226,16 +224,7 @@ class GroupProcess:
     def lookup(self, upload_id: str, *, organization_id: str | None = None) -> Upload | None:
         """The upload if it was accepted here lately (RUNNING, or as the child finished it)."""
         with self._room:
-            upload = self._known.get(upload_id)
-        if upload is None or organization_id not in (None, upload.organization_id):
-            return None
-        return upload
-
-    def _remember(self, upload: Upload) -> None:  # called holding self._room
-        self._known[upload.id] = upload
-        self._known.move_to_end(upload.id)
-        while len(self._known) > _REMEMBERED:
-            self._known.popitem(last=False)
+            return self._known.get(upload_id, organization_id)
 
 
 def _child(

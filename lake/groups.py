@@ -64,6 +64,34 @@ LULL_SECONDS = 1.0
 _REMEMBERED = 100_000
 
 
+class RecentUploads:
+    """The uploads a committer accepted or finished lately (the newest ``size``), by id. Not
+    locked: its owner holds its own lock around every call."""
+
+    def __init__(self, size: int = _REMEMBERED) -> None:
+        self.size = size
+        self._uploads: collections.OrderedDict[str, Upload] = collections.OrderedDict()
+
+    def add(self, upload: Upload) -> None:
+        self._uploads[upload.id] = upload
+        self._uploads.move_to_end(upload.id)
+        while len(self._uploads) > self.size:
+            self._uploads.popitem(last=False)
+
+    def forget(self, upload_id: str) -> None:
+        self._uploads.pop(upload_id, None)
+
+    def __contains__(self, upload_id: object) -> bool:
+        return upload_id in self._uploads
+
+    def get(self, upload_id: str, organization_id: str | None = None) -> Upload | None:
+        """The upload, if known and (given ``organization_id``) that organization's."""
+        upload = self._uploads.get(upload_id)
+        if upload is None or organization_id not in (None, upload.organization_id):
+            return None
+        return upload
+
+
 class GroupCommitter:
     """Apply small uploads in shared transactions, on a worker thread.
 
@@ -110,7 +138,7 @@ class GroupCommitter:
         self._cleaner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-group-clean")
         # what this process knows without reading the lake: uploads queued or being committed,
         # and the latest ones it finished (status requests are answered from these)
-        self._known: collections.OrderedDict[str, Upload] = collections.OrderedDict()
+        self._known = RecentUploads()
         self._wake = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -131,13 +159,16 @@ class GroupCommitter:
         retries later instead of the queue, and the latency, growing without end).
         """
         self._wait_for_room(len(data))
-        return self._queue_upload(
+        upload = make_pending(
+            self.lake,
             "",  # the data travels inside the marker: one object write per upload
             organization_id=organization_id,
             options=options,
             source=source or f"<{len(data)} bytes>",
             data=data,
         )
+        self.enqueue(upload, data)
+        return upload
 
     def submit_landed(
         self,
@@ -149,28 +180,10 @@ class GroupCommitter:
     ) -> Upload:
         """Queue NDJSON already stored at ``landing_key`` (it is deleted once committed)."""
         self._wait_for_room(0)
-        return self._queue_upload(
-            landing_key, organization_id=organization_id, options=options, source=source
-        )
-
-    def _queue_upload(
-        self,
-        landing_key: str,
-        *,
-        organization_id: str,
-        options: dict[str, Any] | None,
-        source: str,
-        data: bytes | None = None,
-    ) -> Upload:
         upload = make_pending(
-            self.lake,
-            landing_key,
-            organization_id=organization_id,
-            options=options,
-            source=source,
-            data=data,
+            self.lake, landing_key, organization_id=organization_id, options=options, source=source
         )
-        self.enqueue(upload, data)
+        self.enqueue(upload, None)
         return upload
 
     def enqueue(self, upload: Upload, data: bytes | None) -> None:
@@ -184,7 +197,7 @@ class GroupCommitter:
             if data is not None:
                 self._data[upload.id] = data
                 self._queued_bytes += len(data)
-            self._remember(upload)
+            self._known.add(upload)
             self._wake.notify_all()
 
     def _wait_for_room(self, size: int) -> None:
@@ -213,16 +226,7 @@ class GroupCommitter:
     def lookup(self, upload_id: str, *, organization_id: str | None = None) -> Upload | None:
         """The upload if this process is committing it or finished it lately, else None."""
         with self._wake:
-            upload = self._known.get(upload_id)
-        if upload is None or organization_id not in (None, upload.organization_id):
-            return None
-        return upload
-
-    def _remember(self, upload: Upload) -> None:  # called holding self._wake
-        self._known[upload.id] = upload
-        self._known.move_to_end(upload.id)
-        while len(self._known) > _REMEMBERED:
-            self._known.popitem(last=False)
+            return self._known.get(upload_id, organization_id)
 
     # -- the worker ------------------------------------------------------------------------------
     def start(self) -> list[str]:
@@ -237,7 +241,7 @@ class GroupCommitter:
             left = [u for u in left if u.id not in self._known]
             self._queue[:0] = left
             for upload in left:
-                self._remember(upload)
+                self._known.add(upload)
         self._thread = threading.Thread(target=self._loop, name="shoal-group", daemon=True)
         self._thread.start()
         return [u.id for u in left]
@@ -337,11 +341,11 @@ class GroupCommitter:
         if committed:
             with self._wake:  # its row says how it ended
                 for upload_id in committed:
-                    self._known.pop(upload_id, None)
+                    self._known.forget(upload_id)
         for upload in group:
             if upload.id in committed:  # by an earlier run that stopped before cleaning up
                 # (a RUNNING one was handed to the ordinary path, which reads its file)
-                self._clean(upload, landed=committed[upload.id] != UploadStatus.RUNNING)
+                self._clean([upload], landed=committed[upload.id] != UploadStatus.RUNNING)
         raws: dict[str, list[tuple[Upload, RawBatch]]] = {}
         ordinary: list[Upload] = []
         for upload in group:
@@ -361,12 +365,12 @@ class GroupCommitter:
         if prepared:
             done = self._commit_together(prepared)
         if prepared:
-            self._cleaner.submit(self._clean_all, [upload for upload, _ in prepared])
+            self._cleaner.submit(self._clean, [upload for upload, _ in prepared])
         with self._wake:
             for upload in done:
-                self._remember(upload)
+                self._known.add(upload)
             for upload in ordinary:  # the ordinary path reports on these from now on
-                self._known.pop(upload.id, None)
+                self._known.forget(upload.id)
         for upload in ordinary:
             self._hand_over(upload)
 
@@ -507,23 +511,18 @@ class GroupCommitter:
         self.lake.store.delete(PENDING_PREFIX + upload.id)
         self.fallback(upload.id)
 
-    def _clean_all(self, uploads: list[Upload]) -> None:
-        """:meth:`_clean` for a group's uploads, in one request where the store can."""
+    def _clean(self, uploads: list[Upload], *, landed: bool = True) -> None:
+        """Delete committed uploads' markers and (``landed``) the files they were read from,
+        in one request where the store can."""
         keys = [PENDING_PREFIX + u.id for u in uploads]
-        keys += [u.landing_key for u in uploads if u.landing_key]
+        if landed:
+            keys += [u.landing_key for u in uploads if u.landing_key]
         try:
             self.lake.store.delete_many(keys)
         except LakeError:  # the next start finds the markers of committed uploads again
-            log.warning("%d committed uploads: cannot delete their markers yet", len(uploads))
-
-    def _clean(self, upload: Upload, *, landed: bool = True) -> None:
-        """Delete a committed upload's marker and (``landed``) the file it was read from."""
-        try:
-            self.lake.store.delete(PENDING_PREFIX + upload.id)
-            if landed and upload.landing_key:
-                self.lake.store.delete(upload.landing_key)
-        except LakeError:  # the next start finds the marker of a committed upload again
-            log.warning("upload %s: cannot delete its landed file yet", upload.id, exc_info=True)
+            log.warning(
+                "%d committed uploads: cannot delete their markers yet", len(uploads), exc_info=True
+            )
 
 
 def make_pending(
