@@ -27,11 +27,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from lake.errors import BusyError
+from lake.errors import BusyError, LakeError
 from lake.groups import DEFAULT_MAX_QUEUED, GroupCommitter, RecentUploads, make_pending
 from lake.lake import Lake
 from lake.storage import S3Options
-from lake.uploads import Upload
+from lake.uploads import PENDING_PREFIX, Upload
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +120,34 @@ class GroupProcess:
                 if self._stopping:
                     return
                 self._spawn()
+                self._forget_unreported()
                 continue
             try:
                 self._handle(message)
             except Exception:
                 log.exception("cannot handle %r from the group commit process", message[0])
+
+    def _forget_unreported(self) -> None:
+        """After a child stopped: an upload it committed, whose marker it deleted, but that it
+        did not report before it stopped, would read RUNNING here and hold room for ever. The
+        lake knows how such an upload ended; its waiting requests are woken to ask it."""
+        with self._room:
+            accepted = set(self._open)  # each one's marker was written before it was accepted
+        try:
+            pending = {k[len(PENDING_PREFIX) :] for k in self.lake.store.list(PENDING_PREFIX)}
+        except LakeError:
+            log.warning("cannot list pending uploads; will look again", exc_info=True)
+            return
+        gone = accepted - pending
+        if not gone:
+            return
+        with self._room:
+            for upload_id in gone:
+                self._open.discard(upload_id)
+                self._known.forget(upload_id)
+            self._room.notify_all()
+        if self.on_done is not None:
+            self.on_done(sorted(gone))
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]

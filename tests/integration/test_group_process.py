@@ -3,6 +3,7 @@ server's process, back-pressure, hand-over to the job runner, and a child that d
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -118,3 +119,29 @@ def test_uploads_wait_for_room_then_are_refused(
         group.stop()
         runner.shutdown()
     assert lake.count("datapoints") == 9  # the refused upload left nothing
+
+
+def test_an_upload_a_dying_child_did_not_report_is_asked_of_the_lake(lake: Lake) -> None:
+    uploads = Uploads(lake)
+    runner = JobRunner(lake, uploads=uploads)
+    group = GroupProcess(lake, fallback=runner.submit)
+    group.start()
+    try:
+        upload = group.submit(ndjson(records("e", 4)), organization_id="o")
+        assert finished(group, uploads, [upload.id])[0].status == "SUCCEEDED"
+        # as if the child had committed it and deleted its marker, then stopped before its
+        # report: the server still holds it RUNNING and counts it as waiting
+        with group._room:
+            group._open.add(upload.id)
+            group._known.add(dataclasses.replace(upload))
+        assert group.lookup(upload.id).status == "RUNNING"
+        os.kill(group._process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while group.lookup(upload.id) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert group.lookup(upload.id) is None  # the lake answers for it now
+        assert group.health()["waiting"] == 0 and group.restarts == 1
+        assert uploads.get(upload.id).status == "SUCCEEDED"
+    finally:
+        group.stop()
+        runner.shutdown()
