@@ -5,8 +5,11 @@ multi-threaded); a vectorised check picks the rows that create a datapoint in th
 (type, metadata and tags of scalar values, at most one classification groundtruth, classification
 predictions from [C] logits with optional embeddings) and whose values this path can
 reproduce exactly; those rows become Arrow tables without a Python loop per record. Every other
-line is handed back to the per-record path. When Arrow cannot parse the batch at all (a malformed
-line, a type that changes between lines) the whole batch goes to the per-record path.
+line is handed back to the per-record path. Records that name an existing datapoint by ``id`` and
+only bring plain groundtruths and predictions (new model outputs for data already in the lake)
+are planned the same way; which old rows they replace is settled in columns at commit time
+(:meth:`lake.ingest.BatchPlanner.apply_updates`). When Arrow cannot parse the batch at all (a
+malformed line, a type that changes between lines) the whole batch goes to the per-record path.
 
 The rows written are those the per-record path writes for the same record, with two documented
 differences that change no value: metadata JSON text lists keys in the order they first appear
@@ -29,9 +32,9 @@ import pyarrow.json as pj
 
 from lake import ids, vectortext
 from lake.derive import rows_entropy, rows_probabilities
-from lake.ingest import BatchCounts, IdSource
+from lake.ingest import BatchCounts, FastUpdate, IdSource
 from lake.ndjson import RawBatch
-from lake.plainrows import list_lengths, model_names_of, plain_rows, valid_mask
+from lake.plainrows import list_lengths, model_names_of, plain_rows, plain_updates, valid_mask
 from lake.tables import SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -41,10 +44,12 @@ _MAX_BLOCK = 1 << 26  # the largest block Arrow's JSON reader is handed at once
 
 @dataclass
 class FastBatch:
-    """Rows planned in columns, all new (to append), and the counts they add."""
+    """Rows planned in columns: new datapoints' (to append) with the counts they add, and the
+    plain updates of existing datapoints (checked against the lake when committed)."""
 
     tables: dict[str, pa.Table]
     counts: BatchCounts
+    update: FastUpdate | None = None
 
 
 def plan_batch(
@@ -98,17 +103,29 @@ def plan_batch(
         if restored is not None:
             table, refused = restored
         simple = plain_rows(table)
+        updates = plain_updates(table)
         if refused is not None:
             simple &= ~refused
+            updates &= ~refused
         keep = np.flatnonzero(simple)
-        planner = _Planner(
+        planned = _Planner(
             table if simple.all() else table.take(pa.array(keep, pa.int64())),
             batch.numbers[keep],
             organization_id,
             id_source,
             now,
-        )
-        return planner.build(), np.flatnonzero(~simple).tolist()
+        ).build()
+        if updates.any():
+            rows = np.flatnonzero(updates)
+            named = table if updates.all() else table.take(pa.array(rows, pa.int64()))
+            datapoints = named.column("id").combine_chunks()
+            tables = _Planner(
+                named, batch.numbers[rows], organization_id, id_source, now, datapoints=datapoints
+            ).build()
+            planned.update = FastUpdate(
+                datapoints, batch.numbers[rows], tables.tables, rows.tolist()
+            )
+        return planned, np.flatnonzero(~simple & ~updates).tolist()
     except (pa.ArrowException, ValueError, TypeError, IndexError):
         # a shape this path did not foresee: the per-record path handles every record
         log.warning("native planning of a batch failed; using the per-record path", exc_info=True)
@@ -225,10 +242,18 @@ def _float16_lists(values: np.ndarray, lengths: np.ndarray) -> pa.Array:
 
 
 class _Planner:
-    """Builds the tables of the plain rows of a batch (all of ``table``'s rows)."""
+    """Builds the tables of the plain rows of a batch (all of ``table``'s rows): new datapoints,
+    or with ``datapoints`` the attachments that plain updates bring to those datapoints."""
 
     def __init__(
-        self, table: pa.Table, lines: np.ndarray, org: str, id_source: IdSource, now: datetime
+        self,
+        table: pa.Table,
+        lines: np.ndarray,
+        org: str,
+        id_source: IdSource,
+        now: datetime,
+        *,
+        datapoints: pa.Array | None = None,
     ) -> None:
         self.table = table
         self.n = table.num_rows
@@ -236,8 +261,9 @@ class _Planner:
         self.org = org
         self.id_source = id_source
         self.now = now
+        self.datapoints = datapoints
         self.tables: dict[str, pa.Table] = {}
-        self.counts = BatchCounts(datapoints_created=self.n)
+        self.counts = BatchCounts(datapoints_created=self.n if datapoints is None else 0)
 
     def _column(self, name: str) -> pa.Array:
         if name not in self.table.column_names:
@@ -272,14 +298,17 @@ class _Planner:
     def build(self) -> FastBatch:
         if self.n == 0:
             return FastBatch({}, BatchCounts())
-        self.dp_ids = self._ids(self.lines, np.zeros(self.n, dtype=np.int64))
-        self._emit(
-            "datapoints",
-            self.n,
-            id=self.dp_ids,
-            type=self._column("type"),
-            metadata=_metadata_text(self._column("metadata")),
-        )
+        if self.datapoints is not None:  # an update's first new row takes slot 1, as here
+            self.dp_ids = self.datapoints
+        else:
+            self.dp_ids = self._ids(self.lines, np.zeros(self.n, dtype=np.int64))
+            self._emit(
+                "datapoints",
+                self.n,
+                id=self.dp_ids,
+                type=self._column("type"),
+                metadata=_metadata_text(self._column("metadata")),
+            )
         used = self._tags()
         used += self._groundtruths(used)
         self._predictions(used)

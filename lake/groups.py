@@ -436,6 +436,8 @@ class GroupCommitter:
         if result is None:
             return self._plan_alone(items)
         fast, leftover = result
+        if fast.update is not None:  # updates of existing datapoints take the ordinary path
+            leftover = sorted([*leftover, *fast.update.positions])
         if not leftover:
             return _split(items, offsets, merged, fast, now), []
         owners = set((np.searchsorted(offsets, merged.numbers[leftover], side="left") - 1).tolist())
@@ -453,7 +455,7 @@ class GroupCommitter:
         for upload, raw in items:
             source = IdSource(int(upload.created_at.timestamp() * 1000), ids.salt_of(upload.id))
             batch = self.uploads._prepare(raw, upload.organization_id, source, native_min_lines=1)
-            if batch.specs:
+            if batch.specs or batch.fast.update is not None:
                 rest.append(upload)
             else:
                 planned.append((upload, batch))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,6 +62,18 @@ class IdSource:
         return ids.derived_id(self.created_ms, self.salt, line, slot)
 
 
+@dataclass
+class FastUpdate:
+    """Plain updates of a batch planned in columns (:mod:`lake.columnar`): the datapoint and
+    line of each, and the new rows they bring (new ids), checked and applied at commit time by
+    :meth:`BatchPlanner.apply_updates`."""
+
+    datapoints: pa.Array
+    lines: np.ndarray
+    tables: dict[str, pa.Table]
+    positions: list[int]  # where the updates are among the batch's lines
+
+
 class Changes:
     """Rows to upsert and ids to delete, per table, for one batch."""
 
@@ -68,6 +81,9 @@ class Changes:
         self.upserts: dict[str, dict[str, Row]] = defaultdict(dict)
         self.deletes: dict[str, dict[str, Row]] = defaultdict(dict)
         self.existing: dict[str, set[str]] = defaultdict(set)
+        # in columns: new rows of existing datapoints, and (id, datapoint) of rows to delete
+        self.added: dict[str, list[pa.Table]] = defaultdict(list)
+        self.removed: dict[str, list[pa.Table]] = defaultdict(list)
 
     def put(self, table: str, row: Row) -> None:
         self.upserts[table][row["id"]] = row
@@ -85,13 +101,21 @@ class Changes:
         for table in SCHEMAS:
             rows = list(self.upserts.get(table, {}).values())
             deletes = list(self.deletes.get(table, {}).values())
-            arrow = pa.Table.from_pylist(rows, schema=SCHEMAS[table])
-            if table in new_rows:
-                arrow = pa.concat_tables([arrow, new_rows[table]])
-            if arrow.num_rows == 0 and not deletes:
+            arrow = pa.concat_tables(
+                [
+                    pa.Table.from_pylist(rows, schema=SCHEMAS[table]),
+                    *([new_rows[table]] if table in new_rows else []),
+                    *self.added.get(table, []),
+                ]
+            )
+            removed = self.removed.get(table, [])
+            removed_ids = [i for part in removed for i in part.column("id").to_pylist()]
+            if arrow.num_rows == 0 and not deletes and not removed_ids:
                 continue
-            touches_existing = bool(deletes) or any(
-                row["id"] in self.existing[table] for row in rows
+            touches_existing = (
+                bool(deletes)
+                or bool(removed_ids)
+                or any(row["id"] in self.existing[table] for row in rows)
             )
             key = _DATAPOINT_KEY.get(table)
             if not touches_existing:
@@ -102,8 +126,11 @@ class Changes:
                 # Rewrite the key ranges of the datapoints touched (the old ones, and the new
                 # ones of this batch): rows changed or deleted there are replaced by ``arrow``.
                 keys = set(arrow.column(key).to_pylist()) | {row[key] for row in deletes}
+                for part in removed:
+                    keys.update(part.column(key).to_pylist())
                 ranges = [_span(sorted(keys & known)), _span(sorted(keys - known))]
                 changed = [row["id"] for row in rows] + [row["id"] for row in deletes]
+                changed += removed_ids
                 drop = pc.field("id").isin(pa.array(sorted(changed), pa.string()))
                 txn.replace(table, key, [r for r in ranges if r is not None], drop, arrow)
         txn.append_all(appends)
@@ -264,6 +291,63 @@ class BatchPlanner:
             parent = loaded.get(row["prediction"] or "")
             if parent is not None:
                 parent.vectors[(row["type"], row["model_name"])] = row
+
+    # -- plain updates, in columns --------------------------------------------------------------
+    def apply_updates(self, update: FastUpdate) -> list[RecordError]:
+        """Apply plain updates (their datapoints are named by no other record of the batch):
+        each new groundtruth or prediction replaces the datapoint's one of the same task (and
+        model) with its children and vectors. An unknown datapoint is a per-record error."""
+        found = self._read("datapoints", "id", update.datapoints.to_pylist(), columns=["id"])
+        exists = _mask(pc.is_in(update.datapoints, value_set=found.column("id")))
+        errors = [
+            RecordError(f"Datapoint {datapoint} not found", field="id", line=int(line))
+            for datapoint, line in zip(
+                update.datapoints.filter(pa.array(~exists)).to_pylist(),
+                update.lines[~exists].tolist(),
+                strict=True,
+            )
+        ]
+        datapoints = update.datapoints.filter(pa.array(exists))
+        self.changes.existing["datapoints"].update(datapoints.to_pylist())
+        self.counts.datapoints_updated += len(datapoints)
+        tables = {
+            name: rows if exists.all() else rows.filter(pc.is_in(rows["datapoint"], datapoints))
+            for name, rows in update.tables.items()
+        }
+        replaced: list[pa.Table] = []
+        for kind in ("groundtruths", "predictions"):
+            new = tables.get(kind)
+            if new is None or new.num_rows == 0:
+                continue
+            setattr(self.counts, kind, getattr(self.counts, kind) + new.num_rows)
+            self.changes.added[kind].append(new)
+            columns = _ATTACHMENT_KEYS[kind]
+            old = self._read(kind, "datapoint", pc.unique(new["datapoint"]).to_pylist(), columns)
+            gone = old.filter(pc.is_in(_slot_keys(kind, old), value_set=_slot_keys(kind, new)))
+            if gone.num_rows:
+                self.changes.removed[kind].append(gone.select(["id", "datapoint"]))
+                replaced.append(gone.select(["id", "datapoint"]))
+        if "feature_vectors" in tables:
+            self.changes.added["feature_vectors"].append(tables["feature_vectors"])
+        if replaced:
+            self._remove_children(pa.concat_tables(replaced))
+        return errors
+
+    def _remove_children(self, parents: pa.Table) -> None:
+        """Delete the children and vectors of the attachments ``parents`` (id, datapoint)."""
+        owners = pc.unique(parents["datapoint"]).to_pylist()
+        parent_ids = parents["id"]
+        for table in (*ATTACHMENT_CHILDREN, "feature_vectors"):
+            links = ["prediction"] if table == "feature_vectors" else ["prediction", "groundtruth"]
+            rows = self._read(table, "datapoint", owners, ["id", "datapoint", *links])
+            under = None
+            for link in links:
+                match = pc.is_in(rows[link], value_set=parent_ids)
+                under = match if under is None else pc.or_(under, match)
+            if rows.num_rows and under is not None:
+                gone = rows.filter(pc.fill_null(under, False)).select(["id", "datapoint"])
+                if gone.num_rows:
+                    self.changes.removed[table].append(gone)
 
     # -- applying ------------------------------------------------------------------------------
     def apply(self, spec: RecordSpec) -> None:
@@ -532,6 +616,22 @@ class _Slots:
         slot = 0 if first else self.slot + 1
         self.slot = max(self.slot, slot)
         return self.source.make(self.line, slot)
+
+
+def _mask(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(values.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _slot_keys(kind: str, rows: pa.Table) -> pa.ChunkedArray:
+    """Per row, the text of the slot an attachment fills: datapoint, task and (predictions)
+    model name, as in :func:`_key_of`."""
+    task = pc.if_else(
+        pc.equal(rows["task_type"], "SEGMENTATION"), "SEMANTIC_SEGMENTATION", rows["task_type"]
+    )
+    parts = [rows["datapoint"], task.fill_null("")]
+    if kind == "predictions":
+        parts.append(rows["model_name"].fill_null(""))
+    return pc.binary_join_element_wise(*parts, "|")
 
 
 def _json(text: str | None) -> dict[str, Any]:

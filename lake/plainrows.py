@@ -5,6 +5,9 @@ and ``tags`` objects of scalar values whose text this path reproduces exactly; a
 CLASSIFICATION groundtruth with a ``class_name``; CLASSIFICATION predictions with finite [C]
 ``logits``, optional ``model_name`` (distinct within the record), ``class_names`` and
 ``embeddings`` (a list, or layers of lists). Every check works on whole columns.
+
+A row is a *plain update* when it names an existing datapoint by ``id`` and holds only plain
+groundtruths and predictions, which replace the datapoint's ones of the same task (and model).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from lake.derive import FLOAT16_MAX
 from lake.records import DATAPOINT_TYPES
 
 _TOP_LEVEL = frozenset({"type", "metadata", "tags", "groundtruths", "predictions"})
+_UPDATE_TOP_LEVEL = frozenset({"id", "groundtruths", "predictions"})
+_CANONICAL_ID = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _PREDICTION_FIELDS = frozenset({"task_type", "model_name", "class_names", "logits", "embeddings"})
 _GROUNDTRUTH_FIELDS = frozenset({"task_type", "class_name"})
 
@@ -54,6 +59,34 @@ def plain_rows(table: pa.Table) -> np.ndarray:
             column = table.column(name)
             array = column.chunk(0) if column.num_chunks else pa.nulls(n)
             ok &= check(array)
+    return ok
+
+
+def plain_updates(table: pa.Table) -> np.ndarray:
+    """Rows that are plain updates (see the module's docstring).
+
+    Only in batches whose objects hold no other keys than ``id``, ``groundtruths`` and
+    ``predictions`` (Arrow reads an absent key and a null alike, and a null ``tags`` or
+    ``metadata`` changes a datapoint) and whose ids are all canonical UUID text; a datapoint
+    named by two records of a batch goes the per-record way (which applies them in line order).
+    """
+    n = table.num_rows
+    none = np.zeros(n, dtype=bool)
+    if "id" not in table.column_names or not set(table.column_names) <= _UPDATE_TOP_LEVEL:
+        return none
+    column = table.column("id")
+    ids = column.chunk(0) if column.num_chunks else pa.nulls(n)
+    if not pa.types.is_string(ids.type):
+        return none
+    named = valid_mask(ids)
+    present = ids.filter(pa.array(named))
+    if not _np(pc.match_substring_regex(present, _CANONICAL_ID)).all():
+        return none
+    ok = named & ~pl.from_arrow(ids).is_duplicated().to_numpy()
+    for name, check in (("groundtruths", _groundtruths_ok), ("predictions", _predictions_ok)):
+        if name in table.column_names:
+            column = table.column(name)
+            ok &= check(column.chunk(0) if column.num_chunks else pa.nulls(n))
     return ok
 
 

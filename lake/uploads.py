@@ -39,7 +39,7 @@ from lake.faults import crash_point
 from lake.ingest import BatchCounts, BatchPlanner, IdSource
 from lake.lake import Lake, LakeState
 from lake.maintenance import tidy
-from lake.ndjson import DEFAULT_MAX_LINE, RawBatch, parse_line, read_batches
+from lake.ndjson import DEFAULT_MAX_LINE, Line, RawBatch, parse_line, read_batches
 from lake.records import RecordSpec, finish_logits, normalise
 from lake.tables import SCHEMAS
 
@@ -550,16 +550,30 @@ class Uploads:
             batch, leftover = native
             lines = raw.lines() if leftover else []
             rest = [lines[i] for i in leftover]
-        specs: list[RecordSpec] = []
-        for line in rest:
+        specs = self._specs(rest, errors)
+        if batch.update is not None and any(
+            a.id is not None for spec in specs for a in (*spec.groundtruths, *spec.predictions)
+        ):
+            # a record changing an attachment by id may change one that an update replaces:
+            # all go the per-record way, which applies them in line order
+            lines = raw.lines()
+            specs += self._specs([lines[i] for i in batch.update.positions], errors)
+            specs.sort(key=lambda spec: spec.line)
+            batch.update = None
+        finish_logits(specs)
+        crash_point("upload.parsed")
+        return PreparedBatch(raw.last_line, len(raw), now, batch, specs, errors)
+
+    @staticmethod
+    def _specs(lines: list[Line], errors: list[RecordError]) -> list[RecordSpec]:
+        specs = []
+        for line in lines:
             try:
                 specs.append(normalise(parse_line(line.data), line.number, defer_logits=True))
             except RecordError as exc:
                 exc.line = line.number
                 errors.append(exc)
-        finish_logits(specs)
-        crash_point("upload.parsed")
-        return PreparedBatch(raw.last_line, len(raw), now, batch, specs, errors)
+        return specs
 
     def _commit_batch(
         self, upload: Upload, batch: PreparedBatch, id_source: IdSource
@@ -583,6 +597,8 @@ class Uploads:
                     planner.apply(spec)
                 except RecordError as exc:
                     errors.append(exc)
+            if batch.fast.update is not None:
+                errors += planner.apply_updates(batch.fast.update)
             planner.changes.commit(txn, new_rows=batch.fast.tables)
             room = max(0, MAX_STORED_ERRORS - current.failures)
             if errors and room:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import uuid
@@ -11,6 +12,9 @@ from typing import Any
 import pytest
 
 from lake import Lake, Uploads
+from lake.ids import salt_of
+from lake.ingest import IdSource
+from lake.ndjson import read_batches
 
 ID_COLUMNS = ("id", "datapoint", "prediction", "groundtruth")
 
@@ -299,3 +303,251 @@ def test_batches_parsed_together_commit_in_line_order(tmp_path: Path) -> None:
     summary = results[3][0]
     assert [e["line"] for e in summary["errors"]] == [5, 71, 72, 300]
     assert results[3][2] == 5  # one progress report per committed batch of 70 lines
+
+
+# -- plain updates: new groundtruths and predictions for datapoints already in the lake -------
+BOX = {"top": 1, "left": 2, "height": 3, "width": 4, "class_name": "x"}
+
+
+def seed_record(rng: random.Random, i: int) -> dict[str, Any]:
+    """What a datapoint holds before the update: attachments of the slots an update replaces
+    (with children and vectors) and of slots it leaves alone."""
+    record: dict[str, Any] = {"type": "IMAGE", "metadata": {"i": i}, "tags": {"n": str(i)}}
+    record["groundtruths"] = [
+        {"task_type": "CLASSIFICATION", "class_name": "old", "bboxes": [BOX]},
+        {"task_type": "SEGMENTATION", "segmentation_class_mask": [[0, 1], [1, 0]]},
+    ][: rng.randrange(3)]
+    record["predictions"] = [
+        {
+            "task_type": "CLASSIFICATION",
+            "model_name": "m1",
+            "logits": [0.5, 0.1],
+            "embeddings": {"l1": [0.1, 0.2]},
+            "bboxes": [BOX, BOX],
+        },
+        {"task_type": "CLASSIFICATION", "logits": [1.0, 2.0, 3.0]},  # the model-less slot
+        {"task_type": "OBJECT_DETECTION", "model_name": "m1", "bboxes": [BOX]},
+        {"task_type": "CLASSIFICATION", "model_name": "m3", "logits": [3.0]},
+    ][: rng.randrange(5)]
+    return record
+
+
+def update_record(rng: random.Random, datapoint: str) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": datapoint}
+    if rng.random() < 0.6:
+        record["groundtruths"] = [
+            {"task_type": "CLASSIFICATION", "class_name": rng.choice(["new", "newer"])}
+        ]
+    predictions = []
+    for model in rng.sample(["m1", "m2", ""], rng.randrange(3)):
+        prediction: dict[str, Any] = {
+            "task_type": "CLASSIFICATION",
+            "logits": [rng.gauss(0, 2) for _ in range(rng.choice([1, 2, 4]))],
+        }
+        if model:
+            prediction["model_name"] = model
+        if rng.random() < 0.5:
+            prediction["class_names"] = ["a", "b", "c", "d"]
+        if rng.random() < 0.5:
+            prediction["embeddings"] = {"l1": [rng.random()], "l2": [rng.random(), 0.5]}
+        predictions.append(prediction)
+    if predictions or rng.random() < 0.5:
+        record["predictions"] = predictions
+    return record
+
+
+def seeded_lakes(tmp_path: Path, count: int) -> dict[bool, tuple[Lake, list[str]]]:
+    """Two lakes holding the same datapoints (by line); and their ids, in line order."""
+    rng = random.Random(17)
+    data = "\n".join(json.dumps(seed_record(rng, i)) for i in range(count)).encode()
+    lakes = {}
+    for fast in (True, False):
+        lake = Lake(str(tmp_path / f"updates-{fast}"))
+        uploads = Uploads(lake, batch_size=1000)
+        upload = uploads.run(uploads.create(data).id)
+        assert upload.failures == 0, upload.errors
+        datapoints = sorted(lake.read("datapoints").column("id").to_pylist(), key=line_and_slot)
+        lakes[fast] = (lake, datapoints)
+    return lakes
+
+
+def update_both_ways(
+    lakes: dict[bool, tuple[Lake, list[str]]], lines: list[dict[str, Any]]
+) -> tuple[dict[str, Any], list[int] | None]:
+    """Run the same update upload on both lakes, the native path on one; ``lines`` holds
+    records whose int ``id`` stands for the id of that seeded datapoint (by position), or a
+    string id as it is. Return the summary, and the lines the native path left out."""
+    summaries = {}
+    leftover = None
+    for fast, (lake, datapoints) in lakes.items():
+        records = [
+            {**line, "id": datapoints[line["id"]]} if isinstance(line["id"], int) else line
+            for line in lines
+        ]
+        data = "\n".join(json.dumps(record) for record in records).encode()
+        if fast:
+            leftover = native_leftover(data)
+        uploads = Uploads(lake, fast_path=fast, batch_size=1000)
+        upload = uploads.run(uploads.create(data).id)
+        assert upload.status == "SUCCEEDED"
+        summaries[fast] = {k: v for k, v in upload.summary(max_errors=100).items() if k != "id"}
+    assert summaries[True] == summaries[False]
+    return summaries[True], leftover
+
+
+ALL_TABLES = (
+    "datapoints",
+    "tags",
+    "groundtruths",
+    "predictions",
+    "bboxes",
+    "feature_vectors",
+)
+
+
+def rows_by_upload(lake: Lake, table: str) -> list[dict[str, Any]]:
+    """Rows with ids as (which upload, line, slot): the same in two lakes given the same
+    uploads."""
+    order = sorted(lake.read("uploads").to_pylist(), key=lambda u: u["created_at"])
+    salts = {salt_of(u["id"]): k for k, u in enumerate(order)}
+    rows = []
+    for row in lake.read(table).to_pylist():
+        for column in ID_COLUMNS:
+            if row.get(column):
+                value = uuid.UUID(row[column]).int
+                low = value & ((1 << 62) - 1) | ((value >> 64) & 0xFFF) << 62
+                row[column] = (salts[low & ((1 << 26) - 1)], *line_and_slot(row[column]))
+        row.pop("created_at", None)
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["id"])
+
+
+def assert_same_rows(lakes: dict[bool, tuple[Lake, list[str]]]) -> None:
+    for table in ALL_TABLES:
+        fast_rows = rows_by_upload(lakes[True][0], table)
+        assert fast_rows == rows_by_upload(lakes[False][0], table), table
+
+
+def test_plain_updates_replace_what_the_record_path_replaces(tmp_path: Path) -> None:
+    lakes = seeded_lakes(tmp_path, 200)
+    rng = random.Random(23)
+    updates = [update_record(rng, "") for _ in range(150)]
+    for position, record in enumerate(updates):
+        record["id"] = position  # stands for the id of seeded datapoint ``position``
+    before = {table: lakes[True][0].read(table).num_rows for table in ("predictions", "bboxes")}
+    summary, leftover = update_both_ways(lakes, updates)
+    assert leftover == []  # all of them native
+    assert summary["datapoints_updated"] == 150
+    assert summary["datapoints_created"] == 0
+    assert summary["failures"] == 0
+    assert_same_rows(lakes)
+    lake, datapoints = lakes[True]
+    # one prediction per (datapoint, task, model): the replaced ones went with their children
+    predictions = lake.read("predictions").to_pylist()
+    slots = [(p["datapoint"], p["task_type"], p["model_name"]) for p in predictions]
+    assert len(slots) == len(set(slots))
+    assert predictions and before["predictions"] != len(predictions)
+    parents = {p["id"] for p in predictions} | {
+        g["id"] for g in lake.read("groundtruths").to_pylist()
+    }
+    boxes = lake.read("bboxes").to_pylist()
+    assert len(boxes) < before["bboxes"]
+    assert all((b["prediction"] or b["groundtruth"]) in parents for b in boxes)
+    vectors = lake.read("feature_vectors").to_pylist()
+    assert all(v["prediction"] in parents for v in vectors)
+    # the datapoints beyond the updated ones kept everything
+    untouched = set(datapoints[150:])
+    assert any(b["datapoint"] in untouched for b in boxes)
+
+
+def test_plain_updates_take_the_native_path(tmp_path: Path) -> None:
+    rng = random.Random(29)
+    records = [update_record(rng, str(uuid.UUID(int=rng.getrandbits(128)))) for _ in range(100)]
+    data = "\n".join(json.dumps(r) for r in records).encode()
+    assert native_leftover(data) == []
+    # a datapoint named twice goes the per-record way (both records, in line order)
+    twice = [*records, {**records[10], "groundtruths": []}]
+    data = "\n".join(json.dumps(r) for r in twice).encode()
+    assert native_leftover(data) == [11, 101]
+    # an id not in canonical text, or a key an update may not hold: none of them is native
+    for odd in (
+        {"id": records[3]["id"].upper()},
+        {"id": records[3]["id"], "tags": None},
+        {"id": records[3]["id"], "metadata": None},
+    ):
+        data = "\n".join(json.dumps(r) for r in [*records[:5], odd]).encode()
+        assert native_leftover(data) in (None, [1, 2, 3, 4, 5, 6])
+
+
+def test_updates_of_unknown_datapoints_fail_alone(tmp_path: Path) -> None:
+    lakes = seeded_lakes(tmp_path, 80)
+    rng = random.Random(31)
+    lines: list[Any] = []
+    for position in range(80):
+        record = update_record(rng, "")
+        record["id"] = position
+        lines.append(record)
+    unknown = [str(uuid.UUID(int=7 + line)) for line in (5, 40, 77)]
+    for line, datapoint in zip((5, 40, 77), unknown, strict=True):
+        lines[line - 1] = {**lines[line - 1], "id": datapoint}
+    summary, leftover = update_both_ways(lakes, lines)
+    assert leftover == []
+    assert summary["failures"] == 3
+    assert [(e["line"], e["field"]) for e in summary["errors"]] == [
+        (5, "id"),
+        (40, "id"),
+        (77, "id"),
+    ]
+    assert f"Datapoint {unknown[0]} not found" in summary["errors"][0]["reason"]
+    assert summary["datapoints_updated"] == 77
+    assert_same_rows(lakes)
+
+
+def test_updates_mixed_with_record_path_updates_apply_in_line_order(tmp_path: Path) -> None:
+    """A record updating a prediction by its id, or a datapoint named twice, beside plain
+    updates: the same rows as the per-record path (which applies the batch in line order)."""
+    lakes = seeded_lakes(tmp_path, 60)
+    rng = random.Random(37)
+    lines: list[Any] = []
+    for position in range(60):
+        record = update_record(rng, "")
+        record["id"] = position
+        lines.append(record)
+    lines.append({"id": 3, "predictions": [{"task_type": "CLASSIFICATION", "logits": [9, 1]}]})
+    summary, leftover = update_both_ways(lakes, lines)
+    assert leftover == [4, 61]  # the datapoint named twice
+    assert summary["failures"] == 0
+    assert_same_rows(lakes)
+    # now by attachment id: the m3 prediction of a datapoint that holds one
+    lake, datapoints = lakes[True]
+    by_line = {}
+    for fast, (lake, datapoints) in lakes.items():
+        m3 = {
+            p["datapoint"]: p["id"]
+            for p in lake.read("predictions").to_pylist()
+            if p["model_name"] == "m3"
+        }
+        by_line[fast] = [m3.get(d) for d in datapoints]
+    position = next(i for i in range(20, 60) if by_line[True][i] is not None)
+    for fast, (lake, datapoints) in lakes.items():
+        records = [update_record(random.Random(41 + i), datapoints[i]) for i in range(20)]
+        records.append(
+            {
+                "id": datapoints[position],
+                "predictions": [{"id": by_line[fast][position], "metrics": {"m": 1}}],
+            }
+        )
+        data = "\n".join(json.dumps(r) for r in records).encode()
+        uploads = Uploads(lake, fast_path=fast, batch_size=1000)
+        if fast:  # Arrow plans some, then hands them to the record path with the 21st
+            leftover = native_leftover(data)
+            assert leftover is not None and 21 in leftover and len(leftover) < 21
+            (raw,) = read_batches(io.BytesIO(data), batch_lines=1000)
+            prepared = uploads._prepare(raw, "default", IdSource(1, 2))
+            assert prepared.fast.update is None
+            assert [spec.line for spec in prepared.specs] == list(range(1, 22))
+        upload = uploads.run(uploads.create(data).id)
+        assert upload.failures == 0, upload.errors
+        m3 = [p for p in lake.read("predictions").to_pylist() if p["model_name"] == "m3"]
+        assert {'"m":1'} <= {p["metrics"][-6:-1] for p in m3}
+    assert_same_rows(lakes)

@@ -327,3 +327,56 @@ def test_vectors_are_float_lists(ingest) -> None:  # type: ignore[no-untyped-def
     assert vector["model_name"] == "m1"
     assert vector["shape"] == [512]
     assert vector["value"] == pytest.approx(embedding, abs=1e-3)
+
+
+def test_new_model_outputs_for_many_datapoints(ingest) -> None:  # type: ignore[no-untyped-def]
+    """A batch of plain updates (planned in columns): each replaces the prediction of its
+    model and the groundtruth with their vectors and children; another organization's
+    datapoint is not found."""
+    box = {"top": 1, "left": 1, "height": 2, "width": 2, "class_name": "a"}
+    seeded = [
+        {
+            "type": "IMAGE",
+            "metadata": {"i": i},
+            "groundtruths": [{"task_type": "CLASSIFICATION", "class_name": "a", "bboxes": [box]}],
+            "predictions": [
+                {**classification("m1"), "embeddings": [0.5, 0.5]},
+                classification("m2"),
+            ],
+        }
+        for i in range(100)
+    ]
+    assert ingest(seeded).failures == 0
+    ingest([{"type": "IMAGE"}], org="other")
+    (foreign,) = [d["id"] for d in ingest.rows("datapoints", organization_id="other")]
+    datapoints = sorted(d["id"] for d in ingest.rows("datapoints", organization_id="default"))
+    old = {p["id"] for p in ingest.rows("predictions", model_name="m1")}
+    updates = [
+        {
+            "id": dp,
+            "groundtruths": [{"task_type": "CLASSIFICATION", "class_name": "b"}],
+            "predictions": [classification("m1", [4.0, 0.0, float(i % 2)])],
+        }
+        for i, dp in enumerate(datapoints)
+    ]
+    updates[70]["id"] = foreign
+    upload = ingest(updates)
+    assert [(e["line"], e["field"]) for e in upload.summary()["errors"]] == [(71, "id")]
+    assert upload.counts.datapoints_updated == 99
+    assert upload.counts.predictions == 99
+    m1 = {p["datapoint"]: p for p in ingest.rows("predictions", model_name="m1")}
+    assert len(m1) == 100 and len(ingest.rows("predictions", model_name="m2")) == 100
+    skipped = datapoints[70]
+    assert m1[skipped]["id"] in old  # the record that failed changed nothing
+    assert all(p["class_name"] == "a" and p["id"] not in old for d, p in m1.items() if d != skipped)
+    labels = {g["datapoint"]: g["class_name"] for g in ingest.rows("groundtruths")}
+    assert labels[skipped] == "a" and sum(v == "b" for v in labels.values()) == 99
+    assert len(ingest.rows("bboxes")) == 1  # the replaced groundtruths' boxes went with them
+    embeddings = ingest.rows("feature_vectors", type="EMBEDDINGS")
+    assert [v["datapoint"] for v in embeddings] == [skipped]
+    logits = ingest.rows("feature_vectors", type="LOGITS")
+    assert len(logits) == 200 and {v["prediction"] for v in logits} <= {
+        p["id"] for p in ingest.rows("predictions")
+    }
+    assert ingest.rows("datapoints", id=foreign)[0]["organization_id"] == "other"
+    assert not ingest.rows("predictions", datapoint=foreign)
