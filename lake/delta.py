@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -66,6 +66,8 @@ CHECKPOINT_INTERVAL = 100
 _NATIVE = threading.RLock()
 #: the threads of :meth:`DeltaStore.append_all` (one per table a batch writes, at most)
 _WRITE_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="shoal-delta-write")
+#: the threads rewriting data files of one copy-on-write commit (DeltaStore.replace_rows)
+_REWRITE_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="shoal-delta-rewrite")
 
 
 class DeltaStore:
@@ -374,17 +376,8 @@ class DeltaStore:
         if written is None:
             return None
         now = int(time.time() * 1000)
-        removes: list[dict[str, object]] = [
-            {
-                "remove": {
-                    "path": path,
-                    "deletionTimestamp": now,
-                    "dataChange": False,
-                    "extendedFileMetadata": True,
-                    "partitionValues": {},
-                    "size": size,
-                }
-            }
+        removes = [
+            _remove(path, size, now, False)
             for path, size in zip(paths, files.column("size").to_pylist(), strict=True)
         ]
         info = {
@@ -403,6 +396,128 @@ class DeltaStore:
             del self._ranges[key]  # which entry was which file is not kept: looked at again
         self._committed_here(table, version, locked=False)
         return version
+
+    def replace_rows(
+        self,
+        table: str,
+        key: str,
+        ranges: Sequence[tuple[str, str]],
+        drop: pc.Expression,
+        rows: pa.Table,
+        *,
+        expect: int,
+    ) -> int | None:
+        """Commit version ``expect + 1`` of ``table``: the rows whose ``key`` lies in ``ranges``
+        and that match ``drop`` are gone, and ``rows`` are added (copy-on-write, file by file).
+
+        Only the files whose ``key`` statistics meet the ranges are read, one at a time, and
+        only those holding a dropped row are written again (without it); ``rows`` go to a
+        file of their own. Memory holds one file, not the key ranges' rows. None when that
+        cannot be done here (a table not Shoal's, files without statistics, values without a
+        JSON form, the version taken): nothing is committed and the caller goes through
+        delta-rs.
+        """
+        if not self._may_blind(table, locked=False):
+            return None
+        try:
+            with _NATIVE:
+                actions = pa.table(self._at_version(table, expect).get_add_actions(flatten=True))
+        except (DeltaError, OSError) as exc:
+            self._writers.pop(table, None)
+            raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
+        low, high = f"min.{key}", f"max.{key}"
+        if actions.num_rows == 0:
+            actions = pa.table({"path": [], "size_bytes": [], "num_records": [], low: [], high: []})
+        elif low not in actions.column_names or high not in actions.column_names:
+            return None
+        inside = None
+        for first, last in ranges:
+            part = (pc.field(key) >= first) & (pc.field(key) <= last)
+            inside = part if inside is None else inside | part
+        gone = drop if inside is None else drop & inside
+        now = int(time.time() * 1000)
+        files = actions.select(["path", "size_bytes", "num_records", low, high]).to_pylist()
+        if any(f[low] is None or f[high] is None for f in files):
+            return None
+        touched = [
+            f for f in files if any(f[low] <= last and f[high] >= first for first, last in ranges)
+        ]
+
+        def rewrite(file: dict[str, Any]) -> tuple[dict[str, object] | None, dict[str, object]]:
+            kept = self._without(table, file["path"], gone, int(file["num_records"]))
+            if kept is None:
+                return None, {}  # nothing of it goes
+            add = self._written(table, kept) if kept.num_rows else None
+            return add, _remove(file["path"], int(file["size_bytes"]), now, True)
+
+        # two files at a time: reading and writing Parquet is native work off the GIL
+        futures = [_REWRITE_POOL.submit(rewrite, file) for file in touched]
+        if rows.num_rows:
+            futures.append(_REWRITE_POOL.submit(lambda: (self._written(table, rows), {})))
+        added: list[dict[str, object]] = []
+        removes: list[dict[str, object]] = []
+        failure: BaseException | None = None
+        for future in futures:
+            try:
+                add, remove = future.result()
+            except BaseException as exc:  # every file waited for, then the first failure
+                failure = failure or exc
+                continue
+            if add is not None:
+                added.append(add)
+            if remove:
+                removes.append(remove)
+        if failure is not None:
+            self._delete_files(table, added)
+            if isinstance(failure, _NotHere):
+                return None
+            raise failure
+        if not added and not removes:
+            return expect
+        info = {
+            "timestamp": now,
+            "operation": "WRITE",
+            "operationParameters": {"mode": "Overwrite", "predicate": f"rows of {key} ranges"},
+            "readVersion": expect,
+            "isBlindAppend": False,
+            "operationMetrics": {
+                "num_added_files": len(added),
+                "num_removed_files": len(removes),
+                "num_added_rows": rows.num_rows,
+            },
+            "engineInfo": "shoal",
+        }
+        version = expect + 1
+        if not self._commit_file(table, version, info, added, removes):
+            return None
+        for cached in [k for k in self._ranges if k[0] == table]:
+            del self._ranges[cached]
+        self._committed_here(table, version, locked=False)
+        return version
+
+    def _without(
+        self, table: str, path: str, gone: pc.Expression, expected_rows: int
+    ) -> pa.Table | None:
+        """The rows of data file ``path`` not matching ``gone``; None when all stay."""
+        try:
+            rows = ds.dataset(
+                [path], schema=SCHEMAS[table], format="parquet", filesystem=self._filesystem(table)
+            ).to_table()
+            if rows.num_rows != expected_rows:
+                raise _NotHere
+            mask = ds.dataset(rows).to_table(columns={"gone": gone}).column("gone")
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot read a data file of table {table!r}: {exc}") from exc
+        mask = pc.fill_null(mask, False)
+        if not pc.any(mask).as_py():
+            return None
+        return rows.filter(pc.invert(mask))
+
+    def _written(self, table: str, rows: pa.Table) -> dict[str, object]:
+        written = self._write_file(table, rows)
+        if written is None:
+            raise _NotHere
+        return written
 
     def _write_file(
         self, table: str, rows: pa.Table, *, data_change: bool = True
@@ -442,19 +557,25 @@ class DeltaStore:
         table: str,
         version: int,
         info: dict[str, object],
-        added: dict[str, object],
+        added: dict[str, object] | Sequence[dict[str, object]],
         removes: Sequence[dict[str, object]] = (),
     ) -> bool:
         """Write the commit file of ``version`` (``info``, ``removes``, then the ``added``
-        file) only if absent, the Delta protocol's atomic step as delta-rs takes it; False when
-        another writer took the version, and the added data file is then deleted."""
-        actions = [{"commitInfo": info}, *removes, {"add": added}]
+        files) only if absent, the Delta protocol's atomic step as delta-rs takes it; False
+        when another writer took the version, and the added data files are then deleted."""
+        adds = [added] if isinstance(added, dict) else list(added)
+        actions = [{"commitInfo": info}, *removes, *({"add": add} for add in adds)]
         entry = "".join(json.dumps(action) + "\n" for action in actions).encode()
         if self.store.put_if_absent(f"{table}/_delta_log/{version:020d}.json", entry):
             return True
-        with contextlib.suppress(OSError, pa.ArrowException):
-            self._filesystem(table).delete_file(str(added["path"]))
+        self._delete_files(table, adds)
         return False
+
+    def _delete_files(self, table: str, adds: Sequence[dict[str, object]]) -> None:
+        """Delete data files written for a commit that will not be made."""
+        for add in adds:
+            with contextlib.suppress(OSError, pa.ArrowException):
+                self._filesystem(table).delete_file(str(add["path"]))
 
     def _committed_here(self, table: str, version: int, *, locked: bool) -> None:
         """Bookkeeping after a commit this store wrote itself: it counts for the next look
@@ -656,6 +777,23 @@ class DeltaStore:
                 self._writers.pop(table, None)
                 raise StorageError(f"{what} on table {table!r} failed: {exc}") from exc
         raise AssertionError("unreachable")
+
+
+class _NotHere(Exception):
+    """A commit the lake cannot make itself (it goes through delta-rs)."""
+
+
+def _remove(path: str, size: int, now: int, data_change: bool) -> dict[str, object]:
+    return {
+        "remove": {
+            "path": path,
+            "deletionTimestamp": now,
+            "dataChange": data_change,
+            "extendedFileMetadata": True,
+            "partitionValues": {},
+            "size": size,
+        }
+    }
 
 
 def _stats(rows: pa.Table) -> str | None:

@@ -411,6 +411,26 @@ class Transaction:
         cost follows what the batch touches, not the table.
         """
         self._begin(table)
+        version = self.lake.delta.replace_rows(
+            table, key, ranges, drop, rows.cast(SCHEMAS[table]), expect=self.versions[table]
+        )
+        if version is not None:
+            self.versions[table] = version
+            crash_point("table.committed")
+            return
+        self._rewrite_through_delta_rs(table, key, ranges, drop, rows)
+
+    def _rewrite_through_delta_rs(
+        self,
+        table: str,
+        key: str,
+        ranges: Sequence[tuple[str, str]],
+        drop: pc.Expression,
+        rows: pa.Table,
+    ) -> None:
+        """:meth:`replace` as delta-rs does it: the key ranges' rows read whole and written
+        again, with ``rows``, in one overwrite of the ranges."""
+        self._begin(table)
         predicate = " OR ".join(
             f"({key} >= {sql_text(low)} AND {key} <= {sql_text(high)})" for low, high in ranges
         )
@@ -437,7 +457,7 @@ class Transaction:
     def rewrite(self, table: str, ranges: Sequence[tuple[str, str]]) -> None:
         """Rewrite the rows whose id lies in ``ranges`` as they are (their files merged)."""
         nothing = pc.field("id").is_null()  # ids are never null: every row is carried over
-        self.replace(table, "id", ranges, nothing, SCHEMAS[table].empty_table())
+        self._rewrite_through_delta_rs(table, "id", ranges, nothing, SCHEMAS[table].empty_table())
 
     def merge_files(self, table: str, files: pa.Table) -> None:
         """Merge ``files`` of ``table`` (rows of ``DeltaStore.file_ranges``) into one, in one

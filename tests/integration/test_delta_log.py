@@ -159,3 +159,64 @@ def test_small_files_are_merged_by_a_commit_of_shoal_that_keeps_older_versions(
         lake.delta.uri("tags"), version=version - 1, storage_options=lake.delta.options
     )
     assert len(older.file_uris()) == 4
+
+
+def test_replacing_rows_rewrites_only_the_files_that_lose_some(lake: Lake) -> None:
+    for k in range(3):
+        append(lake, tags(10 * k, 10))  # three files: ids 0-9, 10-19, 20-29
+    before = lake.state()
+    files_before = set(table(lake).file_uris())
+    ids = sorted(lake.read("tags", columns=["id"]).column("id").to_pylist())
+    gone = [ids[3], ids[4]]  # in the first file
+    new = tags(100, 2)
+    with lake.transaction() as txn:
+        # the key ranges span the first two files; only the first one loses rows
+        txn.replace("tags", "id", [(ids[0], ids[15])], pc.field("id").isin(gone), new)
+    version = lake.state().versions["tags"]
+    entry = commit_entry(lake, version)
+    info = next(action["commitInfo"] for action in entry if "commitInfo" in action)
+    assert info["engineInfo"] == "shoal" and info["readVersion"] == version - 1
+    removed = [a["remove"] for a in entry if "remove" in a]
+    assert len(removed) == 1 and removed[0]["dataChange"] is True
+    assert sum("add" in a for a in entry) == 2  # the first file without its rows, and the new
+    dt = table(lake)
+    after = set(dt.file_uris())
+    assert len(files_before - after) == 1 and len(after - files_before) == 2
+    expected = sorted(set(ids) - set(gone) | set(new.column("id").to_pylist()))
+    assert sorted(dt.to_pyarrow_table().column("id").to_pylist()) == expected
+    assert sorted(lake.read("tags", columns=["id"]).column("id").to_pylist()) == expected
+    # the file statistics of the new files are exact: pruning still skips files
+    pruned = lake.read("tags", columns=["id"], prune=f"id >= '{ids[20]}' AND id <= '{ids[29]}'")
+    assert sorted(pruned.column("id").to_pylist()) == ids[20:]
+    # readers of the older state read the rows as they were
+    old = lake.read("tags", columns=["id"], state=before).column("id").to_pylist()
+    assert sorted(old) == ids
+
+
+def test_replacing_rows_outside_the_ranges_keeps_them(lake: Lake) -> None:
+    """Rows matching the drop condition outside the key ranges stay (as delta-rs's overwrite
+    of the ranges kept them); a row whose condition is unknown (null) stays too."""
+    append(lake, tags(0, 10))
+    ids = sorted(lake.read("tags", columns=["id"]).column("id").to_pylist())
+    drop = pc.field("value") == "train"  # null for odd rows
+    with lake.transaction() as txn:
+        txn.replace("tags", "id", [(ids[0], ids[4])], drop, tags(100, 0))
+    rows = {r["id"]: r["value"] for r in lake.read("tags").to_pylist()}
+    assert set(rows) == {ids[1], ids[3], *ids[5:]}
+    assert rows[ids[6]] == "train"
+
+
+def test_replacing_rows_of_a_foreign_table_goes_through_delta_rs(lake: Lake) -> None:
+    append(lake, tags(0, 10))
+    lake.delta._blind["tags"] = False  # as for a table another engine created
+    ids = sorted(lake.read("tags", columns=["id"]).column("id").to_pylist())
+    with lake.transaction() as txn:
+        new = tags(100, 1)  # delta-rs checks that the new rows lie in the ranges
+        ranges = [(ids[0], new.column("id")[0].as_py())]
+        txn.replace("tags", "id", ranges, pc.field("id") == ids[0], new)
+    version = lake.state().versions["tags"]
+    info = next(a["commitInfo"] for a in commit_entry(lake, version) if "commitInfo" in a)
+    assert info.get("engineInfo") != "shoal"
+    assert sorted(lake.read("tags", columns=["id"]).column("id").to_pylist()) == sorted(
+        ids[1:] + tags(100, 1).column("id").to_pylist()
+    )
