@@ -9,7 +9,11 @@ naming the file it was uploaded as), and a worker thread applies whatever is pen
 - uploads made only of new records in the common shape (the native path of ingestion) are
   appended together: one Delta commit per table for the whole group, and their ``uploads`` rows
   written ``SUCCEEDED`` in the same transaction;
-- any other upload (updates, unusual records, a large file) is handed to the ordinary path.
+- uploads made only of plain updates (new groundtruths and predictions of that shape for
+  existing datapoints) are applied together the same way, the rows they replace rewritten in one
+  commit per table; an unknown datapoint is an error of its own upload's record;
+- any other upload (other updates, unusual records, a large file) is handed to the ordinary
+  path.
 
 A pending upload reads as ``RUNNING``. If the process stops, the markers stay: on restart the
 worker picks them up again; an upload whose row the lake already holds was committed and is only
@@ -36,7 +40,7 @@ import pyarrow.compute as pc
 from lake import ids
 from lake.columnar import FastBatch, plan_batch
 from lake.errors import BusyError, LakeError
-from lake.ingest import BatchCounts, IdSource
+from lake.ingest import BatchCounts, BatchPlanner, Changes, IdSource
 from lake.lake import Lake, Transaction, sql_text
 from lake.maintenance import tidy
 from lake.ndjson import RawBatch, read_batches
@@ -436,8 +440,6 @@ class GroupCommitter:
         if result is None:
             return self._plan_alone(items)
         fast, leftover = result
-        if fast.update is not None:  # updates of existing datapoints take the ordinary path
-            leftover = sorted([*leftover, *fast.update.positions])
         if not leftover:
             return _split(items, offsets, merged, fast, now), []
         owners = set((np.searchsorted(offsets, merged.numbers[leftover], side="left") - 1).tolist())
@@ -469,6 +471,8 @@ class GroupCommitter:
             tables: dict[str, list[pa.Table]] = {}
             finished = []
             now = datetime.now(UTC)
+            changes = Changes()
+            _apply_updates(txn, changes, prepared)
             for upload, batch in prepared:
                 for name, rows in batch.fast.tables.items():
                     tables.setdefault(name, []).append(rows)
@@ -480,7 +484,10 @@ class GroupCommitter:
                 for name, parts in tables.items()
             }
             appends["uploads"] = _rows(finished)
-            txn.append_all(appends)  # one commit per table, made in parallel
+            if changes.added or changes.removed:  # updates: the tables they touch rewritten
+                changes.commit(txn, new_rows=appends)
+            else:
+                txn.append_all(appends)  # one commit per table, made in parallel
         return finished
 
     def _stored_data(self, upload: Upload) -> bytes | None:
@@ -599,15 +606,58 @@ def _split(
         return np.bincount(np.asarray(index, dtype=np.int64), minlength=len(items))
 
     predictions, groundtruths = per_upload("predictions"), per_upload("groundtruths")
+    update = fast.update
+    if update is not None:  # checked at commit, counted per upload then (see _apply_updates)
+        rows_of = np.searchsorted(offsets, update.lines, side="left") - 1
+        update = dataclasses.replace(
+            update,
+            lines=update.lines - offsets[rows_of],
+            owners=[items[k][0].id for k in rows_of.tolist()],
+        )
     out = []
     for k, (upload, raw) in enumerate(items):
         counts = BatchCounts(int(created[k]), 0, int(predictions[k]), int(groundtruths[k]))
-        tables = fast.tables if k == 0 else {}
+        first = k == 0
+        batch = FastBatch(fast.tables if first else {}, counts, update if first else None)
         errors = [line.error for line in raw.errors if line.error is not None]
-        out.append(
-            (
-                upload,
-                PreparedBatch(raw.last_line, len(raw), now, FastBatch(tables, counts), [], errors),
-            )
-        )
+        out.append((upload, PreparedBatch(raw.last_line, len(raw), now, batch, [], errors)))
     return out
+
+
+def _apply_updates(
+    txn: Transaction, changes: Changes, prepared: list[tuple[Upload, PreparedBatch]]
+) -> None:
+    """Apply the plain updates of a group (one set per organization) into ``changes``, and
+    give each upload its counts and its records' errors."""
+    by_id = {upload.id: batch for upload, batch in prepared}
+    for upload, batch in prepared:
+        update = batch.fast.update
+        if update is None:
+            continue
+        assert update.owners is not None
+        planner = BatchPlanner(
+            txn,
+            organization_id=upload.organization_id,
+            id_source=IdSource(0),  # creates nothing: its rows come planned
+            now=batch.now,
+        )
+        planner.changes = changes
+        errors = planner.apply_updates(update)
+        owner_of = dict(zip(update.datapoints.to_pylist(), update.owners, strict=True))
+        present = set(update.datapoints.filter(pa.array(planner.found)).to_pylist())
+        for owner, found in zip(update.owners, planner.found.tolist(), strict=True):
+            by_id[owner].fast.counts.datapoints_updated += int(found)
+        for error, owner in zip(
+            errors,
+            [o for o, f in zip(update.owners, planner.found, strict=True) if not f],
+            strict=True,
+        ):
+            by_id[owner].errors.append(error)
+        for kind in ("groundtruths", "predictions"):
+            rows = update.tables.get(kind)
+            if rows is None:
+                continue
+            for datapoint in rows.column("datapoint").to_pylist():
+                owner_counts = by_id[owner_of[datapoint]].fast.counts
+                found = datapoint in present
+                setattr(owner_counts, kind, getattr(owner_counts, kind) + int(found))

@@ -72,6 +72,8 @@ class FastUpdate:
     lines: np.ndarray
     tables: dict[str, pa.Table]
     positions: list[int]  # where the updates are among the batch's lines
+    #: in a group commit, the upload of each update (its ``lines`` are that upload's)
+    owners: list[str] | None = None
 
 
 class Changes:
@@ -200,6 +202,7 @@ class BatchPlanner:
         self.attachment_owner: dict[str, tuple[str, str]] = {}  # att id -> (kind, datapoint)
         self.known_parents: set[str] = set()
         self.counts = BatchCounts()
+        self.found = np.zeros(0, dtype=bool)
 
     # -- loading -------------------------------------------------------------------------------
     def load(self, specs: Sequence[RecordSpec]) -> None:
@@ -296,7 +299,8 @@ class BatchPlanner:
     def apply_updates(self, update: FastUpdate) -> list[RecordError]:
         """Apply plain updates (their datapoints are named by no other record of the batch):
         each new groundtruth or prediction replaces the datapoint's one of the same task (and
-        model) with its children and vectors. An unknown datapoint is a per-record error."""
+        model) with its children and vectors. An unknown datapoint is a per-record error.
+        ``self.found`` tells afterwards which updates named a datapoint of the lake."""
         found = self._read("datapoints", "id", update.datapoints.to_pylist(), columns=["id"])
         exists = _mask(pc.is_in(update.datapoints, value_set=found.column("id")))
         errors = [
@@ -307,6 +311,7 @@ class BatchPlanner:
                 strict=True,
             )
         ]
+        self.found = exists
         datapoints = update.datapoints.filter(pa.array(exists))
         self.changes.existing["datapoints"].update(datapoints.to_pylist())
         self.counts.datapoints_updated += len(datapoints)

@@ -41,6 +41,15 @@ def wait_all(uploads: Uploads, upload_ids: list[str], timeout: float = 60) -> li
         time.sleep(0.05)
 
 
+def run_until_done(group: GroupCommitter, uploads: Uploads, upload_ids: list[str]) -> list[Any]:
+    """Start the committer, wait for these uploads to end, stop it."""
+    group.start()
+    try:
+        return wait_all(uploads, upload_ids)
+    finally:
+        group.stop()
+
+
 def test_small_uploads_share_transactions(lake: Lake) -> None:
     uploads = Uploads(lake)
     runner = JobRunner(lake, uploads=uploads)
@@ -51,11 +60,9 @@ def test_small_uploads_share_transactions(lake: Lake) -> None:
     ]
     assert all(u.status == "RUNNING" for u in submitted)
     assert uploads.get(submitted[0].id).status == "RUNNING"  # pending reads as RUNNING
-    group.start()
     try:
-        done = wait_all(uploads, [u.id for u in submitted])
+        done = run_until_done(group, uploads, [u.id for u in submitted])
     finally:
-        group.stop()
         runner.shutdown()
     assert [u.status for u in done] == ["SUCCEEDED"] * 30
     assert all(u.counts.datapoints_created == 5 and u.records_read == 5 for u in done)
@@ -300,3 +307,67 @@ def test_the_committed_check_reads_only_files_whose_ids_may_match(lake: Lake) ->
         assert not txn.may_hold("bboxes", "id", ids[0], ids[-1])  # a table not written yet
         assert group._committed([later.id], txn) == {}
         assert group._committed([ids[1], later.id], txn) == {ids[1]: "SUCCEEDED"}
+
+
+def prediction_update(datapoint: str, model: str, logits: list[float]) -> dict[str, Any]:
+    return {
+        "id": datapoint,
+        "predictions": [{"task_type": "CLASSIFICATION", "model_name": model, "logits": logits}],
+        "groundtruths": [{"task_type": "CLASSIFICATION", "class_name": model}],
+    }
+
+
+def test_new_predictions_for_existing_datapoints_share_transactions(lake: Lake) -> None:
+    """Inference workers sending model outputs for datapoints already in the lake: their
+    uploads are grouped; each gets its own counts and errors; each prediction replaces the
+    one of its model."""
+    uploads = Uploads(lake)
+    for org in ("acme", "other"):
+        assert uploads.run(uploads.create(plain(org, 40), organization_id=org).id).failures == 0
+    ids = {
+        org: sorted(
+            r["id"] for r in lake.read("datapoints").to_pylist() if r["organization_id"] == org
+        )
+        for org in ("acme", "other")
+    }
+    runner = JobRunner(lake, uploads=uploads)
+    group = GroupCommitter(uploads, fallback=runner.submit, linger=0.05)
+    submitted = []
+    for model in ("m1", "m2"):  # two passes: the second's m1 rows replace the first's
+        for k in range(8):
+            org = "acme" if k % 2 else "other"
+            chosen = ids[org][k * 5 : k * 5 + 5]
+            records = [prediction_update(d, model, [1.0, float(k)]) for d in chosen]
+            if k == 3 and model == "m2":
+                records[2]["id"] = ids["other"][0]  # another organization's datapoint
+            submitted.append(group.submit(data(records), organization_id=org))
+        if model == "m1":
+            run_until_done(group, uploads, [u.id for u in submitted])
+            group = GroupCommitter(uploads, fallback=runner.submit, linger=0.05)
+    versions = lake.state().versions["predictions"]
+    try:
+        done = run_until_done(group, uploads, [u.id for u in submitted])
+    finally:
+        runner.shutdown()
+    assert [u.status for u in done] == ["SUCCEEDED"] * 16
+    # the second pass shared commits (8 uploads, not 8 rewrites of the predictions table)
+    assert lake.state().versions["predictions"] - versions < 8
+    assert lake.store.list(PENDING_PREFIX) == []
+    failed = done[8 + 3]
+    assert failed.failures == 1 and failed.errors[0]["line"] == 3
+    assert failed.errors[0]["field"] == "id"
+    assert failed.counts.datapoints_updated == 4 and failed.counts.predictions == 4
+    others = [u for u in done if u.id != failed.id]
+    assert all(u.counts.datapoints_updated == 5 and u.failures == 0 for u in others)
+    assert all(u.counts.predictions == 5 and u.counts.groundtruths == 5 for u in others)
+    predictions = lake.read("predictions").to_pylist()
+    slots = [(p["datapoint"], p["model_name"]) for p in predictions]
+    assert len(slots) == len(set(slots)) == 80 - 1  # m1 and m2 for each of 40, but one
+    labels = {g["datapoint"]: g["class_name"] for g in lake.read("groundtruths").to_pylist()}
+    assert len(lake.read("groundtruths").to_pylist()) == 80  # one per datapoint
+    skipped = ids["acme"][17]  # line 3 of the failed upload
+    assert labels[skipped] == "m1" and labels[ids["acme"][16]] == "m2"
+    by_org = {r["id"]: r["organization_id"] for r in lake.read("datapoints").to_pylist()}
+    assert all(by_org[p["datapoint"]] == p["organization_id"] for p in predictions)
+    logits = lake.read("feature_vectors").to_pylist()
+    assert sorted(v["prediction"] for v in logits) == sorted(p["id"] for p in predictions)
