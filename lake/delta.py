@@ -212,12 +212,7 @@ class DeltaStore:
         known = self._ranges.get((table, column))
         if known is not None and known[0] == version:
             return known[1]
-        try:
-            with _NATIVE:
-                actions = pa.table(self._at_version(table, version).get_add_actions(flatten=True))
-        except (DeltaError, OSError) as exc:
-            self._writers.pop(table, None)
-            raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
+        actions = self._add_actions(table, version)
         lows, highs = f"min.{column}", f"max.{column}"
         if lows in actions.column_names and highs in actions.column_names:
             ranges = list(
@@ -231,6 +226,16 @@ class DeltaStore:
             ranges = [(None, None)] * actions.num_rows
         self._ranges[(table, column)] = (version, ranges)
         return ranges
+
+    def _add_actions(self, table: str, version: int) -> pa.Table:
+        """The files of ``table`` at ``version`` with their statistics, flattened (a writer's
+        look: see :meth:`_at_version`)."""
+        try:
+            with _NATIVE:
+                return pa.table(self._at_version(table, version).get_add_actions(flatten=True))
+        except (DeltaError, OSError) as exc:
+            self._writers.pop(table, None)
+            raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
 
     def fragments(self, table: str, version: int) -> list[ds.Fragment]:
         """The table's data files as pyarrow fragments (to read one file at a time), by path."""
@@ -419,12 +424,7 @@ class DeltaStore:
         """
         if not self._may_blind(table, locked=False):
             return None
-        try:
-            with _NATIVE:
-                actions = pa.table(self._at_version(table, expect).get_add_actions(flatten=True))
-        except (DeltaError, OSError) as exc:
-            self._writers.pop(table, None)
-            raise StorageError(f"cannot list the files of table {table!r}: {exc}") from exc
+        actions = self._add_actions(table, expect)
         low, high = f"min.{key}", f"max.{key}"
         if actions.num_rows == 0:
             actions = pa.table({"path": [], "size_bytes": [], "num_records": [], low: [], high: []})

@@ -642,15 +642,13 @@ def _apply_updates(
             now=batch.now,
         )
         planner.changes = changes
-        errors = planner.apply_updates(update)
+        errors, exists = planner.apply_updates(update)
         owner_of = dict(zip(update.datapoints.to_pylist(), update.owners, strict=True))
-        present = set(update.datapoints.filter(pa.array(planner.found)).to_pylist())
-        for owner, found in zip(update.owners, planner.found.tolist(), strict=True):
+        present = set(update.datapoints.filter(pa.array(exists)).to_pylist())
+        for owner, found in zip(update.owners, exists.tolist(), strict=True):
             by_id[owner].fast.counts.datapoints_updated += int(found)
         for error, owner in zip(
-            errors,
-            [o for o, f in zip(update.owners, planner.found, strict=True) if not f],
-            strict=True,
+            errors, [o for o, f in zip(update.owners, exists, strict=True) if not f], strict=True
         ):
             by_id[owner].errors.append(error)
         for kind in ("groundtruths", "predictions"):

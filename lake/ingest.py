@@ -202,7 +202,6 @@ class BatchPlanner:
         self.attachment_owner: dict[str, tuple[str, str]] = {}  # att id -> (kind, datapoint)
         self.known_parents: set[str] = set()
         self.counts = BatchCounts()
-        self.found = np.zeros(0, dtype=bool)
 
     # -- loading -------------------------------------------------------------------------------
     def load(self, specs: Sequence[RecordSpec]) -> None:
@@ -296,11 +295,11 @@ class BatchPlanner:
                 parent.vectors[(row["type"], row["model_name"])] = row
 
     # -- plain updates, in columns --------------------------------------------------------------
-    def apply_updates(self, update: FastUpdate) -> list[RecordError]:
+    def apply_updates(self, update: FastUpdate) -> tuple[list[RecordError], np.ndarray]:
         """Apply plain updates (their datapoints are named by no other record of the batch):
         each new groundtruth or prediction replaces the datapoint's one of the same task (and
         model) with its children and vectors. An unknown datapoint is a per-record error.
-        ``self.found`` tells afterwards which updates named a datapoint of the lake."""
+        Return those errors, and which updates named a datapoint of the lake."""
         found = self._read("datapoints", "id", update.datapoints.to_pylist(), columns=["id"])
         exists = _mask(pc.is_in(update.datapoints, value_set=found.column("id")))
         errors = [
@@ -311,7 +310,6 @@ class BatchPlanner:
                 strict=True,
             )
         ]
-        self.found = exists
         datapoints = update.datapoints.filter(pa.array(exists))
         self.changes.existing["datapoints"].update(datapoints.to_pylist())
         self.counts.datapoints_updated += len(datapoints)
@@ -336,7 +334,7 @@ class BatchPlanner:
             self.changes.added["feature_vectors"].append(tables["feature_vectors"])
         if replaced:
             self._remove_children(pa.concat_tables(replaced))
-        return errors
+        return errors, exists
 
     def _remove_children(self, parents: pa.Table) -> None:
         """Delete the children and vectors of the attachments ``parents`` (id, datapoint)."""

@@ -37,29 +37,34 @@ def _np(array: pa.Array | pa.ChunkedArray, fill: Any = False) -> np.ndarray:
     return np.asarray(array.fill_null(fill).to_numpy(zero_copy_only=False))
 
 
+def _array(table: pa.Table, name: str) -> pa.Array:
+    """Column ``name`` of a table of one chunk as an array (all null when it has no chunk)."""
+    column = table.column(name)
+    return column.chunk(0) if column.num_chunks else pa.nulls(table.num_rows)
+
+
+def _attachments_ok(table: pa.Table) -> np.ndarray:
+    ok = np.ones(table.num_rows, dtype=bool)
+    for name, check in (("groundtruths", _groundtruths_ok), ("predictions", _predictions_ok)):
+        if name in table.column_names:
+            ok &= check(_array(table, name))
+    return ok
+
+
 def plain_rows(table: pa.Table) -> np.ndarray:
     n = table.num_rows
     ok = np.ones(n, dtype=bool)
     for name in table.column_names:
         if name not in _TOP_LEVEL:
-            ok &= ~valid_mask(
-                table.column(name).chunk(0) if table.column(name).num_chunks else pa.nulls(n)
-            )
+            ok &= ~valid_mask(_array(table, name))
     if "type" not in table.column_names or not pa.types.is_string(table.schema.field("type").type):
         return np.zeros(n, dtype=bool)
     types = table.column("type")
     ok &= _np(pc.is_in(types, value_set=pa.array(sorted(DATAPOINT_TYPES))))
-    for name, check in (
-        ("metadata", _metadata_ok),
-        ("tags", _tags_ok),
-        ("groundtruths", _groundtruths_ok),
-        ("predictions", _predictions_ok),
-    ):
+    for name, check in (("metadata", _metadata_ok), ("tags", _tags_ok)):
         if name in table.column_names:
-            column = table.column(name)
-            array = column.chunk(0) if column.num_chunks else pa.nulls(n)
-            ok &= check(array)
-    return ok
+            ok &= check(_array(table, name))
+    return ok & _attachments_ok(table)
 
 
 def plain_updates(table: pa.Table) -> np.ndarray:
@@ -74,20 +79,14 @@ def plain_updates(table: pa.Table) -> np.ndarray:
     none = np.zeros(n, dtype=bool)
     if "id" not in table.column_names or not set(table.column_names) <= _UPDATE_TOP_LEVEL:
         return none
-    column = table.column("id")
-    ids = column.chunk(0) if column.num_chunks else pa.nulls(n)
+    ids = _array(table, "id")
     if not pa.types.is_string(ids.type):
         return none
     named = valid_mask(ids)
     present = ids.filter(pa.array(named))
     if not _np(pc.match_substring_regex(present, _CANONICAL_ID)).all():
         return none
-    ok = named & ~pl.from_arrow(ids).is_duplicated().to_numpy()
-    for name, check in (("groundtruths", _groundtruths_ok), ("predictions", _predictions_ok)):
-        if name in table.column_names:
-            column = table.column(name)
-            ok &= check(column.chunk(0) if column.num_chunks else pa.nulls(n))
-    return ok
+    return named & ~pl.from_arrow(ids).is_duplicated().to_numpy() & _attachments_ok(table)
 
 
 def _scalar_text_ok(values: pa.Array, *, python_str: bool) -> np.ndarray:

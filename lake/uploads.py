@@ -598,7 +598,7 @@ class Uploads:
                 except RecordError as exc:
                     errors.append(exc)
             if batch.fast.update is not None:
-                errors += planner.apply_updates(batch.fast.update)
+                errors += planner.apply_updates(batch.fast.update)[0]
             planner.changes.commit(txn, new_rows=batch.fast.tables)
             room = max(0, MAX_STORED_ERRORS - current.failures)
             if errors and room:
