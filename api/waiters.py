@@ -20,19 +20,23 @@ class Waiters:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    async def wait(self, upload_id: str, timeout: float) -> None:
-        """Return when ``upload_id`` is said to have ended, or after ``timeout`` seconds."""
+    async def wait(self, upload_ids: str | Iterable[str], timeout: float) -> None:
+        """Return when one of ``upload_ids`` (an id or several) is said to have ended, or
+        after ``timeout`` seconds."""
+        ids = [upload_ids] if isinstance(upload_ids, str) else list(dict.fromkeys(upload_ids))
         event = asyncio.Event()
-        self._events.setdefault(upload_id, []).append(event)
+        for upload_id in ids:
+            self._events.setdefault(upload_id, []).append(event)
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
         finally:
-            waiting = self._events.get(upload_id, [])
-            if event in waiting:
-                waiting.remove(event)
-            if not waiting:
-                self._events.pop(upload_id, None)
+            for upload_id in ids:
+                waiting = self._events.get(upload_id, [])
+                if event in waiting:
+                    waiting.remove(event)
+                if not waiting:
+                    self._events.pop(upload_id, None)
 
     def notify(self, upload_ids: Iterable[str]) -> None:
         """Wake the requests waiting for ``upload_ids`` (from any thread)."""

@@ -171,7 +171,8 @@ class _Decompressed:
             raise InputError("the upload's compressed data ends before its end marker")
 
 
-_BLANK_BYTES = np.array([9, 10, 11, 12, 32], dtype=np.uint8)  # \t \n \v \f space
+_BLANK = np.zeros(256, dtype=bool)  # by byte value: \t \n \v \f space
+_BLANK[[9, 10, 11, 12, 32]] = True
 
 
 def read_batches(
@@ -257,7 +258,7 @@ class _Splitter:
         self.number += len(ends)
         # a line is blank when it holds only white space: look closer only at lines that
         # start with white space (a record line starts with "{")
-        keep = ~np.isin(raw[np.minimum(starts, len(raw) - 1)], _BLANK_BYTES)
+        keep = ~_BLANK[raw[np.minimum(starts, len(raw) - 1)]]
         for i in np.flatnonzero(~keep):
             keep[i] = bool(block[starts[i] : ends[i]].strip())
         keep &= numbers > self.skip_through

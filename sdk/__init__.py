@@ -45,7 +45,7 @@ from sdk._query import (
     select_predictions,
     sql,
 )
-from sdk._uploads import Upload, upload_to_lake, wait_for_upload
+from sdk._uploads import Upload, upload_to_lake, wait_for_upload, wait_for_uploads
 
 __all__ = [
     "APIError",
@@ -82,4 +82,5 @@ __all__ = [
     "sql",
     "upload_to_lake",
     "wait_for_upload",
+    "wait_for_uploads",
 ]

@@ -114,6 +114,63 @@ def wait_for_upload(
     return Upload(str(upload_id), client or default_client()).wait(timeout)
 
 
+_IDS_PER_REQUEST = 200  # ids asked about in one request (the server takes up to 1000)
+
+
+def wait_for_uploads(
+    uploads: Iterable[Upload | dict[str, Any] | str],
+    timeout: float | None = None,
+    *,
+    client: Client | None = None,
+) -> list[dict[str, Any]]:
+    """Wait for several uploads to end; return their executions in the order given.
+
+    One request at a time covers all of them (the server answers as soon as one of those
+    asked about ends), so a client keeping many small uploads on their way learns of each
+    end at once, with one request per group of uploads that end together. Raises
+    :class:`UploadFailed` (for the first in order) once all ended, when any did not succeed,
+    and ``TimeoutError`` after ``timeout`` seconds.
+    """
+    handles = list(uploads)
+    ids = [
+        u.id if isinstance(u, Upload) else str(u["id"] if isinstance(u, dict) else u)
+        for u in handles
+    ]
+    if client is None:
+        first = next((u for u in handles if isinstance(u, Upload)), None)
+        client = first.client if first is not None else default_client()
+    ended: dict[str, dict[str, Any]] = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        running = [i for i in dict.fromkeys(ids) if i not in ended][:_IDS_PER_REQUEST]
+        if not running:
+            break
+        left = 20.0 if deadline is None else min(20.0, deadline - time.monotonic())
+        if left <= 0:
+            still = len(set(ids) - set(ended))
+            raise TimeoutError(f"{still} uploads still running after {timeout} s")
+        answer = client.request(
+            "GET",
+            "/api/ingestion/executions",
+            params={"ids": ",".join(running), "wait": f"{min(left, 60.0):g}"},
+        )
+        for execution in answer:
+            if execution["status"] in FINISHED:
+                ended[execution["id"]] = execution
+    for handle, upload_id in zip(handles, ids, strict=True):
+        if isinstance(handle, Upload):
+            handle.execution = ended[upload_id]
+    executions = [ended[upload_id] for upload_id in ids]
+    failed = [e for e in executions if e["status"] != "SUCCEEDED"]
+    if failed:
+        bad = failed[0]
+        others = f" ({len(failed) - 1} more did not succeed)" if len(failed) > 1 else ""
+        raise UploadFailed(
+            bad["id"], bad["status"], (bad.get("errorMessage") or bad["status"]) + others
+        )
+    return executions
+
+
 @contextlib.contextmanager
 def _as_file(
     source: Iterable[dict[str, Any]] | str | os.PathLike[str],

@@ -22,6 +22,8 @@ from typing import Any
 
 import boto3
 
+from lake.delta import settle_background_work
+
 
 @dataclass
 class S3Server:
@@ -57,6 +59,7 @@ class S3Server:
 
     def stop(self, *, keep_data: bool = False) -> None:
         """End the process; ``keep_data`` keeps its directory for :meth:`restart`."""
+        settle_background_work()  # checkpoints on their way still find the server
         if self.process is not None:
             self.process.terminate()
             try:

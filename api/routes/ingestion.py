@@ -193,9 +193,7 @@ async def execution(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
-        upload = svc.group.lookup(upload_id, organization_id=org)
-        if upload is None:
-            upload = await run_in_threadpool(svc.uploads.get, upload_id, organization_id=org)
+        upload = await _upload(upload_id, org, svc)
         remaining = deadline - loop.time()
         if upload.status.finished or remaining <= 0:
             return wire.json_response(wire.execution(upload))
@@ -204,9 +202,52 @@ async def execution(
         await svc.waiters.wait(upload.id, min(remaining, 1.0))
 
 
-@router.get("/api/ingestion/executions")
-def executions(org: Org, svc: Svc, limit: int = 100) -> list[dict[str, Any]]:
-    """The organization's most recent uploads, newest first."""
+async def _upload(upload_id: str, org: str, svc: Services) -> Upload:
+    upload = svc.group.lookup(upload_id, organization_id=org)
+    if upload is None:  # not one the group committer holds: the lake knows
+        upload = await run_in_threadpool(svc.uploads.get, upload_id, organization_id=org)
+    return upload
+
+
+MAX_IDS = 1000  # uploads one request may ask about
+
+
+@router.get("/api/ingestion/executions", response_model=list[dict[str, Any]])
+async def executions(
+    org: Org,
+    svc: Svc,
+    limit: int = 100,
+    ids: Annotated[
+        str | None,
+        Query(description=f"comma-separated upload ids (up to {MAX_IDS}): their executions"),
+    ] = None,
+    wait: Annotated[float, Query(ge=0, le=60)] = 0,
+) -> Response:
+    """The organization's most recent uploads, newest first (``limit`` of them).
+
+    With ``ids``: those uploads' executions, in that order, as ``/executions/{id}`` gives
+    them. ``wait``: while all of them are RUNNING, answer when one ends or after that many
+    seconds, so that a client with many uploads on their way waits for all of them with one
+    request at a time.
+    """
+    if ids is None:
+        return wire.json_response(await run_in_threadpool(_recent, org, svc, limit))
+    wanted = list(dict.fromkeys(i.strip() for i in ids.split(",") if i.strip()))
+    if not wanted:
+        raise HTTPException(400, "ids: give at least one upload id")
+    if len(wanted) > MAX_IDS:
+        raise HTTPException(400, f"ids: at most {MAX_IDS} uploads per request, got {len(wanted)}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        uploads = [await _upload(upload_id, org, svc) for upload_id in wanted]
+        remaining = deadline - loop.time()
+        if remaining <= 0 or any(upload.status.finished for upload in uploads):
+            return wire.json_response([wire.execution(upload) for upload in uploads])
+        await svc.waiters.wait(wanted, min(remaining, 1.0))
+
+
+def _recent(org: str, svc: Services, limit: int) -> list[dict[str, Any]]:
     uploads = svc.uploads.list_uploads(organization_id=org)[: max(0, min(limit, 1000))]
     return [
         {

@@ -303,6 +303,45 @@ def test_a_status_request_can_wait_for_the_upload_to_end(api: Api) -> None:
     assert status == 404
 
 
+def test_one_request_waits_for_several_uploads(api: Api) -> None:
+    batches = [
+        [{"type": "IMAGE", "metadata": {"uri": f"s3://b/m/{k}/{i}.jpg"}} for i in range(20)]
+        for k in range(3)
+    ]
+    bad = [{"type": "IMAGE"}, {"type": "NOPE"}]
+    ids = [api.post("/api/ingestion/ingest", {"records": b})["id"] for b in [*batches, bad]]
+    ended: dict[str, dict[str, Any]] = {}
+    for _ in range(20):  # each answer comes once one of those asked about has ended
+        running = [i for i in ids if i not in ended]
+        if not running:
+            break
+        answer = api.get(f"/api/ingestion/executions?ids={','.join(running)}&wait=30")
+        assert [e["id"] for e in answer] == running  # in the order asked
+        assert any(e["status"] != "RUNNING" for e in answer)
+        ended.update({e["id"]: e for e in answer if e["status"] != "RUNNING"})
+    assert [ended[i]["status"] for i in ids] == ["SUCCEEDED"] * 4
+    assert [ended[i]["output"]["datapoints_created"] for i in ids] == [20, 20, 20, 1]
+    assert ended[ids[3]]["output"]["failures"] == 1
+    # ended ones are answered at once, as /executions/{id} gives them, duplicates once
+    again = api.get(f"/api/ingestion/executions?ids={ids[0]},{ids[0]},{ids[1]}&wait=30")
+    assert again == [api.get(f"/api/ingestion/executions/{i}") for i in ids[:2]]
+    # without ids: the most recent uploads, as before
+    assert {u["id"] for u in api.get("/api/ingestion/executions")} >= set(ids)
+
+    unknown = "01a2019a-be43-7000-8000-000000000000"
+    status, message = error_of(api, f"/api/ingestion/executions?ids={ids[0]},{unknown}")
+    assert status == 404 and unknown in message
+    status, message = error_of(api, f"/api/ingestion/executions?ids={ids[0]}", key=api.other_key)
+    assert status == 404  # another organization's upload is not there for them
+    status, message = error_of(api, "/api/ingestion/executions?ids=,")
+    assert status == 400 and "at least one" in message
+    many = ",".join(f"01a2019a-be43-7000-8000-{n:012d}" for n in range(1001))
+    status, message = error_of(api, f"/api/ingestion/executions?ids={many}")
+    assert status == 400 and "at most 1000" in message
+    status, message = error_of(api, f"/api/ingestion/executions?ids={ids[0]}&wait=61")
+    assert status == 400 and "wait" in message
+
+
 def error_of(api: Api, path: str, *, key: str | None = None) -> tuple[int, str]:
     response = api.client.get(path, headers=api.headers(key))
     return response.status_code, response.json()["error"]["message"]

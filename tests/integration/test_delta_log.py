@@ -96,6 +96,7 @@ def test_checkpoints_are_made_every_interval(lake: Lake, monkeypatch: pytest.Mon
         append(lake, tags(5 * k))
     version = lake.state().versions["tags"]
     assert version >= 8
+    delta_module.settle_background_work()  # written off the committing thread
     last = lake.store.get("tags/_delta_log/_last_checkpoint")
     assert last is not None
     checkpointed = json.loads(last)["version"]

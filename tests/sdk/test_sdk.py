@@ -38,6 +38,33 @@ def test_upload_a_file_and_records(client: sdk.Client) -> None:
     assert isinstance(frame, pl.DataFrame) and sorted(frame["text"]) == [f"t{i}" for i in range(5)]
 
 
+def test_wait_for_several_uploads(client: sdk.Client, tmp_path: Path) -> None:
+    handles = [
+        sdk.upload_to_lake(
+            [{"type": "TEXT", "text": f"w{k}-{i}"} for i in range(k + 1)],
+            client=client,
+            progress=False,
+        )
+        for k in range(4)
+    ]
+    ids = [h.id for h in handles]
+    executions = sdk.wait_for_uploads([handles[0], {"id": ids[1]}, ids[2], handles[3]])
+    assert [e["id"] for e in executions] == ids
+    assert [e["output"]["datapoints_created"] for e in executions] == [1, 2, 3, 4]
+    assert handles[3].execution is not None and handles[3].execution["status"] == "SUCCEEDED"
+    unknown = "01a2019a-be43-7000-8000-000000000000"
+    with pytest.raises(sdk.NotFound):
+        sdk.wait_for_uploads([handles[0], unknown], client=client)
+    broken = tmp_path / "broken.ndjson"
+    broken.write_bytes(b"\x1f\x8b" + b"not gzip at all" * 10)  # gzip's magic, then garbage
+    failing = sdk.upload_to_lake(broken, client=client, progress=False)
+    with pytest.raises(sdk.UploadFailed) as raised:
+        sdk.wait_for_uploads([handles[0], failing], timeout=60)
+    assert raised.value.upload_id == failing.id and raised.value.status == "FAILED"
+    assert "compressed" in raised.value.message
+    assert failing.execution is not None and failing.execution["status"] == "FAILED"
+
+
 def test_selects_deletes_sql(client: sdk.Client) -> None:
     sdk.upload_to_lake(SAMPLE, client=client, wait=True, progress=False)
     val = sdk.select_datapoints(
