@@ -161,7 +161,7 @@ class DeltaStore:
         self._blind: dict[str, bool] = {}
         # (table, column) -> (version, the [low, high] of that column in each file): the file
         # statistics may_hold answers from, kept up to date by this process's own appends
-        self._ranges: dict[tuple[str, str], tuple[int, list[tuple[str | None, str | None]]]] = {}
+        self._ranges: dict[tuple[str, str], tuple[int, list[_FileKeys]]] = {}
         # the checkpoint being written or waiting to be, per table (see _committed_here)
         self._checkpoints: dict[str, Future[None]] = {}
         self._checkpoint_due: dict[str, int] = {}
@@ -272,36 +272,70 @@ class DeltaStore:
                 self._writers.pop(table, None)
             raise StorageError(f"cannot read table {table!r}: {exc}") from exc
 
-    def may_hold(self, table: str, version: int, column: str, low: str, high: str) -> bool:
-        """Whether a file of ``table`` at ``version`` may hold a ``column`` value in
-        ``[low, high]``, by the files' statistics (no data read; a file without them may).
-        Only for a writer holding the lake's writer lock (its own appends keep the
-        statistics current without a look at the log)."""
-        for file_low, file_high in self._file_ranges(table, version, column):
+    def may_hold(self, table: str, version: int, column: str, values: Sequence[str]) -> bool:
+        """Whether a file of ``table`` at ``version`` may hold one of ``values`` in ``column``:
+        by the files' statistics (no data read; a file without them may), and for the small
+        files this process appended, by the exact values they hold. Only for a writer holding
+        the lake's writer lock (its own commits keep this current without a look at the log).
+        """
+        if not values:
+            return False
+        low, high = min(values), max(values)
+        wanted: frozenset[str] | None = None
+        for _, file_low, file_high, held in self._file_ranges(table, version, column):
             if (file_low is None or file_low <= high) and (file_high is None or file_high >= low):
-                return True
+                if held is None:
+                    return True
+                wanted = wanted if wanted is not None else frozenset(values)
+                if not held.isdisjoint(wanted):
+                    return True
         return False
 
-    def _file_ranges(
-        self, table: str, version: int, column: str
-    ) -> list[tuple[str | None, str | None]]:
+    def _file_ranges(self, table: str, version: int, column: str) -> list[_FileKeys]:
         known = self._ranges.get((table, column))
         if known is not None and known[0] == version:
             return known[1]
         actions = self._add_actions(table, version)
         lows, highs = f"min.{column}", f"max.{column}"
+        paths = actions.column("path").to_pylist() if actions.num_rows else []
         if lows in actions.column_names and highs in actions.column_names:
-            ranges = list(
-                zip(
+            ranges: list[_FileKeys] = [
+                (path, low, high, None)
+                for path, low, high in zip(
+                    paths,
                     actions.column(lows).to_pylist(),
                     actions.column(highs).to_pylist(),
                     strict=True,
                 )
-            )
+            ]
         else:
-            ranges = [(None, None)] * actions.num_rows
+            ranges = [(path, None, None, None) for path in paths]
         self._ranges[(table, column)] = (version, ranges)
         return ranges
+
+    def _track(
+        self,
+        table: str,
+        version: int,
+        added: Sequence[dict[str, object]],
+        removes: Sequence[dict[str, object]] = (),
+        rows: pa.Table | None = None,
+    ) -> None:
+        """Bring the kept file ranges of ``table`` to ``version``, this process's commit on
+        the one before: ``removes`` gone, ``added`` there (``rows``: those of the one file
+        added, whose values a small file keeps exactly). Kept ranges of an older version are
+        dropped (looked at again when needed)."""
+        gone = {str(action["remove"]["path"]) for action in removes}  # type: ignore[index]
+        for (ranged, column), (known, ranges) in list(self._ranges.items()):
+            if ranged != table:
+                continue
+            if known != version - 1:
+                del self._ranges[(ranged, column)]
+                continue
+            kept = [entry for entry in ranges if entry[0] not in gone] if gone else list(ranges)
+            for add in added:
+                kept.append(_file_keys(add, column, rows if len(added) == 1 else None))
+            self._ranges[(table, column)] = (version, kept)
 
     def _add_actions(self, table: str, version: int) -> pa.Table:
         """The files of ``table`` at ``version`` with their statistics, flattened (a writer's
@@ -431,9 +465,7 @@ class DeltaStore:
         }
         if not self._commit_file(table, version, info, written):
             return None
-        for (ranged, column), (known, ranges) in list(self._ranges.items()):
-            if ranged == table and known == version - 1:
-                self._ranges[(table, column)] = (version, [*ranges, _range(rows, column)])
+        self._track(table, version, [written], rows=rows)
         return version
 
     def merge_files(self, table: str, files: pa.Table, *, expect: int) -> int | None:
@@ -473,8 +505,7 @@ class DeltaStore:
         version = expect + 1
         if not self._commit_file(table, version, info, written, removes):
             return None
-        for key in [k for k in self._ranges if k[0] == table]:
-            del self._ranges[key]  # which entry was which file is not kept: looked at again
+        self._track(table, version, [written], removes)
         self._committed_here(table, version)
         return version
 
@@ -566,8 +597,7 @@ class DeltaStore:
         version = expect + 1
         if not self._commit_file(table, version, info, added, removes):
             return None
-        for cached in [k for k in self._ranges if k[0] == table]:
-            del self._ranges[cached]
+        self._track(table, version, added, removes)
         self._committed_here(table, version)
         return version
 
@@ -959,8 +989,25 @@ def _iso_millis(value: datetime, *, up: bool) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-def _range(rows: pa.Table, column: str) -> tuple[str | None, str | None]:
-    if column not in rows.column_names or rows.num_rows == 0:
-        return None, None
-    extremes = pc.min_max(rows.column(column))
-    return extremes["min"].as_py(), extremes["max"].as_py()
+#: A file's entry in the kept ranges: path, lowest and highest value of a column (None: not
+#: known), and, for a small file this process wrote, the exact values it holds.
+_FileKeys = tuple[str, str | None, str | None, frozenset[str] | None]
+#: Files of up to this many rows written by this process keep their values exactly (may_hold).
+_EXACT_ROWS = 1000
+
+
+def _file_keys(add: dict[str, object], column: str, rows: pa.Table | None) -> _FileKeys:
+    """The kept-range entry of a file this process added: from its statistics, and from its
+    ``rows`` when given and small."""
+    path = str(add["path"])
+    if rows is not None and column in rows.column_names and rows.num_rows <= _EXACT_ROWS:
+        values = rows.column(column)
+        if values.null_count == 0 and rows.num_rows:
+            held = frozenset(str(v) for v in values.to_pylist())
+            return path, min(held), max(held), held
+    stats = json.loads(str(add.get("stats") or "{}"))
+    low = stats.get("minValues", {}).get(column)
+    high = stats.get("maxValues", {}).get(column)
+    if low is None or high is None:
+        return path, None, None, None
+    return path, str(low), str(high), None

@@ -382,7 +382,7 @@ class GroupCommitter:
         """The status of those of these uploads the lake holds a row of (at ``txn``'s base,
         or the latest)."""
         low, high = min(upload_ids), max(upload_ids)
-        if txn is not None and not txn.may_hold("uploads", "id", low, high):
+        if txn is not None and not txn.may_hold("uploads", "id", upload_ids):
             # the usual answer for new uploads (their ids are newer than any row's): no read
             return {}
         rows = (txn or self.lake).read(

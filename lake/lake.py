@@ -330,11 +330,11 @@ class Transaction:
             table, version, columns=columns, filter=filter, prune=prune, at_writer=True
         )
 
-    def may_hold(self, table: str, column: str, low: str, high: str) -> bool:
-        """Whether ``table`` at the base state may hold a ``column`` value in ``[low, high]``
-        (by its files' statistics: no data read)."""
+    def may_hold(self, table: str, column: str, values: Sequence[str]) -> bool:
+        """Whether ``table`` at the base state may hold one of ``values`` in ``column`` (by
+        its files' statistics: no data read)."""
         version = self.base.versions.get(table)
-        return version is not None and self.lake.delta.may_hold(table, version, column, low, high)
+        return version is not None and self.lake.delta.may_hold(table, version, column, values)
 
     def set_progress(self, upload_id: str, progress: dict[str, Any] | None) -> None:
         """Record (or, with None, forget) a running upload's progress in the next state."""

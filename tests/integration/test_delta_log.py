@@ -120,17 +120,23 @@ def test_file_statistics_follow_own_appends_and_other_writers(lake: Lake) -> Non
     ids = sorted(tags(0).column("id").to_pylist())
     later = sorted(tags(100).column("id").to_pylist())
     with lake.transaction() as txn:
-        assert txn.may_hold("tags", "id", ids[0], ids[0])
-        assert not txn.may_hold("tags", "id", later[0], later[-1])
+        assert txn.may_hold("tags", "id", [ids[0]])
+        assert not txn.may_hold("tags", "id", [later[0], later[-1]])
+        assert not txn.may_hold("tags", "id", [])
         txn.append("tags", tags(100))
     with lake.transaction() as txn:  # the writer's own append is known without a look
-        assert txn.may_hold("tags", "id", later[2], later[2])
+        assert txn.may_hold("tags", "id", [later[2]])
+        # its values are known exactly: an id inside its range that it does not hold is not
+        inside = later[2][:-1] + ("0" if later[2][-1] != "0" else "1")
+        assert ids[-1] < inside < later[-1] and inside not in later
+        assert not txn.may_hold("tags", "id", [inside])
+        assert txn.may_hold("tags", "id", [inside, later[3]])
     # another process appends: its commit is seen at the version that holds it
     with another_writer(lake).transaction() as txn:
         txn.append("tags", tags(200))
     newest = sorted(tags(200).column("id").to_pylist())
     with lake.transaction() as txn:
-        assert txn.may_hold("tags", "id", newest[0], newest[0])
+        assert txn.may_hold("tags", "id", [newest[0]])
         assert pc.sum(pc.equal(txn.read("tags", columns=["id"]).column("id"), newest[0])).as_py()
 
 

@@ -301,10 +301,10 @@ def test_the_committed_check_reads_only_files_whose_ids_may_match(lake: Lake) ->
     ids = sorted(u.id for u in first)
     later = group.submit(plain("b", 2), organization_id="default")
     with lake.transaction() as txn:
-        assert txn.may_hold("uploads", "id", ids[0], ids[-1])
-        assert txn.may_hold("uploads", "id", ids[1], ids[1])
-        assert not txn.may_hold("uploads", "id", later.id, later.id)
-        assert not txn.may_hold("bboxes", "id", ids[0], ids[-1])  # a table not written yet
+        assert txn.may_hold("uploads", "id", [ids[0], ids[-1]])
+        assert txn.may_hold("uploads", "id", [ids[1]])
+        assert not txn.may_hold("uploads", "id", [later.id])
+        assert not txn.may_hold("bboxes", "id", ids)  # a table not written yet
         assert group._committed([later.id], txn) == {}
         assert group._committed([ids[1], later.id], txn) == {ids[1]: "SUCCEEDED"}
 
