@@ -168,6 +168,33 @@ def test_small_files_are_merged_by_a_commit_of_shoal_that_keeps_older_versions(
     assert len(older.file_uris()) == 4
 
 
+def test_kept_file_ranges_follow_merges_and_rewrites_without_a_look(lake: Lake) -> None:
+    """The file ranges a writer keeps (may_hold) are brought along by its own appends, merges
+    and rewrites, and equal what a fresh look at the log finds."""
+
+    def kept(version: int) -> list[tuple[str, str | None, str | None]]:
+        entries = lake.delta._file_ranges("tags", version, "id")
+        return sorted((path, low, high) for path, low, high, _ in entries)
+
+    def looked(version: int) -> list[tuple[str, str | None, str | None]]:
+        fresh = another_writer(lake).delta._file_ranges("tags", version, "id")
+        return sorted((path, low, high) for path, low, high, _ in fresh)
+
+    for k in range(3):
+        append(lake, tags(5 * k))
+    with lake.transaction() as txn:  # seeds the kept ranges at this version
+        assert txn.may_hold("tags", "id", tags(0).column("id").to_pylist())
+    merge_small_files(lake, tables=["tags"], look_every=0, at_least=2)
+    append(lake, tags(100))
+    ids = sorted(lake.read("tags", columns=["id"]).column("id").to_pylist())
+    with lake.transaction() as txn:
+        txn.replace("tags", "id", [(ids[0], ids[2])], pc.field("id").isin(ids[1:2]), tags(200, 1))
+    version = lake.state().versions["tags"]
+    assert lake.delta._ranges[("tags", "id")][0] == version  # kept along, no look needed
+    assert kept(version) == looked(version)
+    assert len(kept(version)) == len(table(lake).file_uris())
+
+
 def test_replacing_rows_rewrites_only_the_files_that_lose_some(lake: Lake) -> None:
     for k in range(3):
         append(lake, tags(10 * k, 10))  # three files: ids 0-9, 10-19, 20-29
