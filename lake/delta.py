@@ -159,8 +159,9 @@ class DeltaStore:
         self.commits_since_look: dict[str, int] = {}
         # tables whose appends Shoal may commit itself (see _append_blind), by name
         self._blind: dict[str, bool] = {}
-        # (table, column) -> (version, the [low, high] of that column in each file): the file
-        # statistics may_hold answers from, kept up to date by this process's own appends
+        # (table, column) -> (version, each file's path, [low, high] of that column and, for
+        # small files appended here, its exact values: see _FileKeys): what may_hold answers
+        # from, brought along by this process's own commits (appends, merges, rewrites)
         self._ranges: dict[tuple[str, str], tuple[int, list[_FileKeys]]] = {}
         # the checkpoint being written or waiting to be, per table (see _committed_here)
         self._checkpoints: dict[str, Future[None]] = {}

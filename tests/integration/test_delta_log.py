@@ -5,6 +5,10 @@ file statistics, checkpoints, and delta-rs taking over whenever the version is t
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -102,6 +106,37 @@ def test_checkpoints_are_made_every_interval(lake: Lake, monkeypatch: pytest.Mon
     checkpointed = json.loads(last)["version"]
     assert checkpointed % 4 == 0 and version - 4 < checkpointed <= version
     assert table(lake).to_pyarrow_table().num_rows == 45
+
+
+def test_a_process_ending_while_a_checkpoint_is_due_exits_cleanly(tmp_path: Path) -> None:
+    """Checkpoints are written on a thread of their own: a process that ends right after the
+    commit that made one due waits for the one being written and drops those queued (a
+    thread left inside delta-rs while the interpreter finalizes would crash the process)."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[:0] = {[str(Path(__file__).parent), str(Path(__file__).parents[1])]!r}
+        from test_delta_log import append, tags
+        from lake import Lake
+        from lake import delta
+        delta.CHECKPOINT_INTERVAL = 2
+        lake = Lake({str(tmp_path / "lake")!r})
+        for k in range(6):
+            append(lake, tags(5 * k))
+        print(lake.state().versions["tags"])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    version = int(done.stdout.split()[-1])
+    assert version >= 6
+    lake = Lake(str(tmp_path / "lake"))
+    assert table(lake).to_pyarrow_table().num_rows == 30
+    last = lake.store.get("tags/_delta_log/_last_checkpoint")
+    if last is not None:  # the one written before the end is whole
+        assert json.loads(last)["version"] % 2 == 0
 
 
 def test_large_appends_and_foreign_tables_go_through_delta_rs(
