@@ -404,8 +404,6 @@ class GroupCommitter:
             data = self._stored_data(upload)
         if data is None or len(data) > GROUP_MAX_BYTES:
             return None
-        if not data.endswith((b"\n", b"\r")):  # the last line ends as the others (one pass)
-            data += b"\n"
         # one batch of at most max_lines lines and GROUP_MAX_BYTES of text (a small compressed
         # file may hold much more): anything bigger takes the ordinary, streaming path
         batches = read_batches(

@@ -142,7 +142,7 @@ def _start(request: IngestRequest, org: Org, svc: Svc) -> dict[str, Any]:
     if request.records is not None:
         if sources:
             raise HTTPException(400, "send either records or url(s), not both")
-        data = "\n".join(dump_json(r) for r in request.records).encode()
+        data = "".join(dump_json(r) + "\n" for r in request.records).encode()
         if len(data) <= GROUP_MAX_BYTES and not options:  # committed with others arriving now
             return _started(svc.group.submit(data, organization_id=org, source="records"))
         upload = svc.uploads.create(data, organization_id=org, options=options)

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+import zstandard
 
 from lake import JobRunner, Lake, Uploads, groups
 from lake.groups import GroupCommitter
@@ -288,6 +289,21 @@ def test_an_upload_handed_over_before_a_crash_keeps_its_file(lake: Lake, landed:
     assert {(t["datapoint"], t["name"], t["value"]) for t in tags if t["name"] == "after"} == {
         (existing, "after", "crash")
     }
+
+
+def test_compressed_landed_uploads_are_group_committed(lake: Lake) -> None:
+    """A small file landed compressed (as the SDK sends it), its last line without a newline,
+    is read whole by the group path, not handed to the ordinary one."""
+    handed: list[str] = []
+    group = GroupCommitter(Uploads(lake), fallback=handed.append)
+    text = plain("z", 4).rstrip(b"\n")
+    lake.store.put("_landing/test/z.ndjson.zst", zstandard.ZstdCompressor().compress(text))
+    upload = group.submit_landed("_landing/test/z.ndjson.zst", organization_id="default")
+    group.commit([upload])
+    assert handed == []
+    assert group.lookup(upload.id) is not None
+    assert group.lookup(upload.id).status == "SUCCEEDED"  # type: ignore[union-attr]
+    assert lake.count("datapoints") == 4
 
 
 def test_the_committed_check_reads_only_files_whose_ids_may_match(lake: Lake) -> None:
