@@ -110,8 +110,14 @@ def wait_for_upload(
     """Wait for an upload (a handle, a dict with ``id``, or an id) to end; return its execution."""
     if isinstance(upload, Upload):
         return upload.wait(timeout)
-    upload_id = upload["id"] if isinstance(upload, dict) else upload
-    return Upload(str(upload_id), client or default_client()).wait(timeout)
+    return Upload(_upload_id(upload), client or default_client()).wait(timeout)
+
+
+def _upload_id(upload: Upload | dict[str, Any] | str) -> str:
+    """The id of a handle, of a dict with ``id`` (as the server answers), or an id itself."""
+    if isinstance(upload, Upload):
+        return upload.id
+    return str(upload["id"] if isinstance(upload, dict) else upload)
 
 
 _IDS_PER_REQUEST = 200  # ids asked about in one request (the server takes up to 1000)
@@ -132,10 +138,7 @@ def wait_for_uploads(
     and ``TimeoutError`` after ``timeout`` seconds.
     """
     handles = list(uploads)
-    ids = [
-        u.id if isinstance(u, Upload) else str(u["id"] if isinstance(u, dict) else u)
-        for u in handles
-    ]
+    ids = [_upload_id(u) for u in handles]
     if client is None:
         first = next((u for u in handles if isinstance(u, Upload)), None)
         client = first.client if first is not None else default_client()
