@@ -506,17 +506,16 @@ class GroupCommitter:
                     raise LakeError(f"upload {upload.id}: its pending data is gone")
                 self.lake.store.put(key, data)
             upload = dataclasses.replace(upload, landing_key=key)
-        try:
-            self.uploads._current(upload.id, self.lake.state())
-        except LakeError:  # not recorded yet (else a previous run handed it over already)
-            self.uploads.start(
-                upload.landing_key,
-                organization_id=upload.organization_id,
-                options=upload.options,
-                label=upload.source,
-                upload_id=upload.id,
-                created_at=upload.created_at,
-            )
+        # recorded RUNNING unless the lake holds its row already (handed over by an earlier
+        # run, or by another server's committer that listed the same pending marker)
+        self.uploads.start(
+            upload.landing_key,
+            organization_id=upload.organization_id,
+            options=upload.options,
+            label=upload.source,
+            upload_id=upload.id,
+            created_at=upload.created_at,
+        )
         self.lake.store.delete(PENDING_PREFIX + upload.id)
         self.fallback(upload.id)
 

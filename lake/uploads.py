@@ -271,7 +271,13 @@ class Uploads:
         upload_id: str | None = None,
         created_at: datetime | None = None,
     ) -> Upload:
-        """Record a RUNNING upload of an object already in the lake (``landing_key``)."""
+        """Record a RUNNING upload of an object already in the lake (``landing_key``).
+
+        With ``upload_id`` (an upload accepted earlier, handed over by a group committer),
+        an upload the lake already holds a row of is returned as it stands: the check and the
+        write are one transaction, so two processes handing the same upload over record it
+        once, and one that already ran (maybe to its end) is never started again.
+        """
         if self.lake.store.size(landing_key) is None:
             raise InputError(f"nothing was uploaded under {landing_key!r}")
         now = created_at or datetime.now(UTC)
@@ -285,7 +291,12 @@ class Uploads:
             landing_key=landing_key,
             options=dict(options or {}),
         )
-        self._save(upload)
+        with self.lake.transaction() as txn:
+            if upload_id is not None and txn.may_hold("uploads", "id", [upload_id]):
+                with contextlib.suppress(NotFoundError):
+                    return self._current(upload_id, txn.base)
+            txn.upsert("uploads", _rows([upload]))
+            txn.set_progress(upload.id, upload.progress())
         return upload
 
     def fetch(

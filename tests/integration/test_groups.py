@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import zstandard
+from conftest import another_writer
 
 from lake import JobRunner, Lake, Uploads, groups
 from lake.groups import GroupCommitter
@@ -387,3 +388,64 @@ def test_new_predictions_for_existing_datapoints_share_transactions(lake: Lake) 
     assert all(by_org[p["datapoint"]] == p["organization_id"] for p in predictions)
     logits = lake.read("feature_vectors").to_pylist()
     assert sorted(v["prediction"] for v in logits) == sorted(p["id"] for p in predictions)
+
+
+def boxed(prefix: str, n: int) -> bytes:
+    """New datapoints with a detection groundtruth: records the group path hands over."""
+    box = {"top": 1, "left": 2, "height": 3, "width": 4, "class_name": "car"}
+    return data(
+        [
+            {
+                "type": "IMAGE",
+                "metadata": {"uri": f"s3://b/{prefix}/{i}.jpg"},
+                "groundtruths": [{"task_type": "OBJECT_DETECTION", "bboxes": [box]}],
+            }
+            for i in range(n)
+        ]
+    )
+
+
+def test_an_upload_started_again_after_it_ended_is_left_as_it_ended(lake: Lake) -> None:
+    """Recording a handed-over upload RUNNING checks for its row in the same transaction: a
+    second hand-over (another server's committer found the same pending marker) that comes
+    after the first run ended neither restarts the upload nor applies it twice."""
+    uploads = Uploads(lake)
+    lake.store.put("_landing/t/boxes", boxed("once", 3))
+    first = uploads.start("_landing/t/boxes", upload_id="01-handed-over")
+    assert uploads.run(first.id).status == "SUCCEEDED"
+    again = uploads.start("_landing/t/boxes", upload_id="01-handed-over")
+    assert again.status == "SUCCEEDED" and again.counts.datapoints_created == 3
+    assert uploads.get(first.id).status == "SUCCEEDED"
+    assert uploads.run(first.id).counts.datapoints_created == 3
+    assert lake.count("datapoints") == 3 and lake.count("bboxes") == 3
+    assert lake.count("uploads") == 1
+
+
+def test_two_committers_listing_the_same_pending_uploads_apply_each_once(lake: Lake) -> None:
+    """Two servers on one lake: a committer starting lists every pending marker, the other
+    server's live ones too. Uploads both hand over to the ordinary path are applied once."""
+    uploads = Uploads(lake)
+    stopped = GroupCommitter(uploads, fallback=lambda _: None)
+    left = [stopped.submit(boxed(f"p{i}", 4), organization_id="default") for i in range(6)]
+    committers = []
+    for opened in (lake, another_writer(lake)):
+        theirs = Uploads(opened)
+        committers.append(GroupCommitter(theirs, fallback=lambda i, u=theirs: u.run(i)))
+    started = [threading.Thread(target=c.start) for c in committers]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    try:
+        done = wait_all(uploads, [u.id for u in left])
+        deadline = time.monotonic() + 30
+        while lake.store.list(PENDING_PREFIX) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for committer in committers:
+            committer.stop()
+    assert [u.status for u in done] == ["SUCCEEDED"] * 6
+    assert [u.counts.datapoints_created for u in done] == [4] * 6
+    uris = lake.read("datapoints", columns=["metadata"]).column("metadata").to_pylist()
+    assert len(uris) == len(set(uris)) == 24
+    assert lake.count("bboxes") == 24 and lake.count("uploads") == 6
