@@ -20,15 +20,19 @@ the records/s that number parsing alone allows on the machine's cores.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import io
 import json
 import os
+import re
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 import polars as pl
 import pyarrow as pa
@@ -41,33 +45,20 @@ from lake.ndjson import read_batches
 from lake.vectortext import cut
 
 DIM = 512
-CLASSES = [f"class_{i}" for i in range(5)]
 
 
 def generate(n: int, seed: int = 1) -> bytes:
-    """``n`` embedding records as NDJSON, as ``bench/ingest.py --embeddings`` writes them."""
-    nrng = np.random.default_rng(seed)
-    logits = nrng.normal(size=(n, 5)).round(4).tolist()
-    vectors = nrng.random((n, DIM), dtype=np.float32).round(3).tolist()
-    lines = []
-    for i in range(n):
-        record = {
-            "type": "IMAGE",
-            "metadata": {"uri": f"s3://bucket/images/{i:08d}.jpg", "width": 640, "height": 480},
-            "tags": {"split": "train", "source": "web", "camera": f"cam{i % 17}"},
-            "groundtruths": [{"task_type": "CLASSIFICATION", "class_name": CLASSES[i % 5]}],
-            "predictions": [
-                {
-                    "task_type": "CLASSIFICATION",
-                    "model_name": "resnet50",
-                    "class_names": CLASSES,
-                    "logits": logits[i],
-                    "embeddings": {"avgpool": vectors[i]},
-                }
-            ],
-        }
-        lines.append(json.dumps(record))
-    return ("\n".join(lines) + "\n").encode()
+    """``n`` embedding records as NDJSON, written by ``bench/ingest.py``'s own generator."""
+    path = Path(__file__).with_name("ingest.py")
+    spec = importlib.util.spec_from_file_location("shoal_bench_ingest", path)
+    assert spec is not None and spec.loader is not None
+    ingest = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = ingest
+    spec.loader.exec_module(ingest)
+    with tempfile.TemporaryDirectory(prefix="shoal-vectors-") as workdir:
+        source = Path(workdir) / "records.ndjson"
+        ingest.generate(source, n, seed=seed, embeddings=True)
+        return source.read_bytes()
 
 
 def measure(name: str, work: Callable[[], Any], n: int, size: int, runs: int) -> dict[str, Any]:
@@ -119,11 +110,9 @@ def main() -> int:
         for batch in batches:
             assert cut(batch.data) is not None
 
-    # the vector bodies alone, as the baselines read them
-    bodies = [
-        json.dumps(v)[1:-1].encode()
-        for v in np.random.default_rng(1).random((n, DIM), dtype=np.float32).round(3).tolist()
-    ]
+    # the vector bodies of the same text, alone, as the baselines read them
+    bodies = re.findall(rb'"avgpool": \[([^\]]*)\]', text)
+    assert len(bodies) == n
     body_size = sum(len(b) for b in bodies)
     wrapped = b"".join(p for b in bodies for p in (b'{"v":[', b, b"]}\n"))
     rows = b"\n".join(bodies) + b"\n"
