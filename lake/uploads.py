@@ -291,13 +291,7 @@ class Uploads:
             landing_key=landing_key,
             options=dict(options or {}),
         )
-        with self.lake.transaction() as txn:
-            if upload_id is not None and txn.may_hold("uploads", "id", [upload_id]):
-                with contextlib.suppress(NotFoundError):
-                    return self._current(upload_id, txn.base)
-            txn.upsert("uploads", _rows([upload]))
-            txn.set_progress(upload.id, upload.progress())
-        return upload
+        return self._save(upload, unless_recorded=upload_id is not None)
 
     def fetch(
         self,
@@ -324,13 +318,18 @@ class Uploads:
             landing_key=f"_landing/{upload_id}",
             options={**(options or {}), "url": url},
         )
-        self._save(upload)
-        return upload
+        return self._save(upload)
 
-    def _save(self, upload: Upload) -> None:
+    def _save(self, upload: Upload, *, unless_recorded: bool = False) -> Upload:
+        """Write a new upload's row and progress; ``unless_recorded``: unless the lake holds
+        its row already (checked in the same transaction), which is then returned."""
         with self.lake.transaction() as txn:
+            if unless_recorded and txn.may_hold("uploads", "id", [upload.id]):
+                with contextlib.suppress(NotFoundError):
+                    return self._current(upload.id, txn.base)
             txn.upsert("uploads", _rows([upload]))
             txn.set_progress(upload.id, upload.progress())
+        return upload
 
     def get(self, upload_id: str, *, organization_id: str | None = None) -> Upload:
         state = self.lake.state()
