@@ -184,11 +184,13 @@ def _start_maintenance(
     if settings.maintenance_hours <= 0:
         return None
     from lake.maintenance import maintain
+    from lake.uploads import prune_landing
 
     def loop() -> None:
         while not stop.wait(settings.maintenance_hours * 3600):
             try:
                 maintain(lake, retention_hours=settings.retention_hours)
+                prune_landing(lake, retention_hours=settings.retention_hours)
             except LakeError:
                 log.exception("table maintenance failed; will try again")
 

@@ -10,7 +10,7 @@ Embedded-lake commands (they open the lake directly, no server needed)::
     shoal delete [--lake URI] [--table T] --filters JSON [...]   print the deleted rows
     shoal datasets list|create|add|remove|commit|history|checkout|diff|export|delete ...
     shoal miners create|list|show|run|status|results|reset|delete ...
-    shoal maintain [--lake URI] [--retention-hours H]   compact, checkpoint, vacuum
+    shoal maintain [--lake URI] [--retention-hours H]   compact, checkpoint, vacuum, prune uploads
     shoal serve [--lake URI] [--host H] [--port P]      the HTTP server (also python -m api)
 
 Against a server (``--endpoint URL --api-key KEY``, or ``SHOAL_ENDPOINT`` / ``SHOAL_API_KEY``)::
@@ -255,9 +255,13 @@ def cmd_export(args: argparse.Namespace, datasets: Any) -> None:
 
 def cmd_maintain(args: argparse.Namespace) -> int:
     from lake.maintenance import maintain
+    from lake.uploads import prune_landing
 
-    for report in maintain(_lake(args), retention_hours=args.retention_hours):
+    lake = _lake(args)
+    for report in maintain(lake, retention_hours=args.retention_hours):
         print_json(report.__dict__)
+    landing = prune_landing(lake, retention_hours=args.retention_hours)
+    print_json({"landing": landing.__dict__})
     return 0
 
 
@@ -410,13 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_miners.add_commands(commands, lake_option, remote_options)
 
-    maintain = commands.add_parser("maintain", help="compact, checkpoint and vacuum the tables")
+    maintain = commands.add_parser(
+        "maintain",
+        help="compact, checkpoint and vacuum the tables; delete upload files no upload reads",
+    )
     lake_option(maintain)
     maintain.add_argument(
         "--retention-hours",
         type=float,
         default=24.0,
-        help="keep files removed less than this long ago, for running readers (default 24)",
+        help="keep files removed less than this long ago, for running readers, and upload files"
+        " written less than this long ago (default 24)",
     )
     maintain.set_defaults(func=cmd_maintain)
 

@@ -46,6 +46,7 @@ from lake.maintenance import tidy
 from lake.ndjson import RawBatch, read_batches
 from lake.tables import SCHEMAS
 from lake.uploads import (
+    LANDING_PREFIX,
     MAX_STORED_ERRORS,
     PENDING_PREFIX,
     PreparedBatch,
@@ -499,7 +500,7 @@ class GroupCommitter:
     def _hand_over(self, upload: Upload) -> None:
         """Give a pending upload to the ordinary path (its row first, then its marker goes)."""
         if not upload.landing_key:  # the ordinary path reads a landed file
-            key = f"_landing/{upload.id}"
+            key = f"{LANDING_PREFIX}{upload.id}"
             if self.lake.store.size(key) is None:
                 data = self._stored_data(upload)
                 if data is None:

@@ -200,6 +200,11 @@ class ObjectStore(ABC):
             self.delete(key)
 
     @abstractmethod
+    def list_dated(self, prefix: str) -> list[tuple[str, float]]:
+        """Every object under ``prefix`` at any depth (on a local folder, writes a crash left
+        unfinished too), with when it was last written (seconds since the epoch), sorted."""
+
+    @abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Keys under ``prefix`` (a folder-like prefix ending in ``/``), sorted."""
 
@@ -290,6 +295,15 @@ class LocalStore(ObjectStore):
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def list_dated(self, prefix: str) -> list[tuple[str, float]]:
+        found = []
+        for folder, _, names in os.walk(self._path(prefix)):
+            for name in names:
+                path = Path(folder, name)
+                with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                    found.append((path.relative_to(self.root).as_posix(), path.stat().st_mtime))
+        return sorted(found)
 
     def list(self, prefix: str) -> list[str]:
         folder = self._path(prefix)
@@ -497,6 +511,16 @@ class S3Store(ObjectStore):
                     f"S3 delete of {len(failed)} of {len(chunk)} objects failed, the first "
                     f"{first.get('Key')!r}: {first.get('Code')} {first.get('Message')}"
                 )
+
+    def list_dated(self, prefix: str) -> list[tuple[str, float]]:
+        found: list[tuple[str, float]] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            found.extend(
+                (obj["Key"][len(self.prefix) :], obj["LastModified"].timestamp())
+                for obj in page.get("Contents", [])
+            )
+        return sorted(found)
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []

@@ -50,6 +50,7 @@ DEFAULT_BATCH_SIZE = 50_000
 MAX_STORED_ERRORS = 1000
 _ABORT_PREFIX = "_shoal/abort/"
 PENDING_PREFIX = "_shoal/pending/"  # uploads accepted for group commit
+LANDING_PREFIX = "_landing/"  # upload files
 
 
 def pending_marker(marker: dict[str, Any], data: bytes | None) -> bytes:
@@ -64,6 +65,47 @@ def read_pending_marker(raw: bytes) -> tuple[dict[str, Any], bytes]:
     head, _, data = raw.partition(b"\n")
     marker: dict[str, Any] = json.loads(head)
     return marker, data
+
+
+@dataclass(frozen=True)
+class LandingReport:
+    """What :func:`prune_landing` did: files deleted, and old files kept for an upload."""
+
+    deleted: int
+    kept: int
+
+
+def prune_landing(lake: Lake, *, retention_hours: float) -> LandingReport:
+    """Delete the upload files no upload reads any more: those of the landing area written
+    more than ``retention_hours`` ago that neither a RUNNING upload nor an upload accepted
+    for group commit (a pending marker) reads. A finished upload keeps its row (status,
+    counts, errors); a file uploaded but never ingested goes too, as do the parts of a copy a
+    crash cut short.
+
+    The files are listed first and what needs them is read after, so an upload started from
+    one of them meanwhile keeps it; the one case left is ``/ingest`` naming a file uploaded
+    more than the retention period ago while the deletion runs.
+    """
+    cutoff = time.time() - retention_hours * 3600
+    old = [key for key, written in lake.store.list_dated(LANDING_PREFIX) if written < cutoff]
+    if not old:
+        return LandingReport(0, 0)
+    needed: set[str] = set()
+    for key in lake.store.list(PENDING_PREFIX):
+        raw = lake.store.get(key)
+        if raw is not None:  # (else committed meanwhile: its file went with it)
+            needed.add(read_pending_marker(raw)[0].get("landing_key") or "")
+    running = lake.read(
+        "uploads",
+        columns=["landing_key"],
+        filter=pc.field("status") == str(UploadStatus.RUNNING),
+    )
+    needed.update(key or "" for key in running.column("landing_key").to_pylist())
+    unneeded = [key for key in old if key not in needed]
+    lake.store.delete_many(unneeded)
+    if unneeded:
+        log.info("deleted %d upload files of the landing area", len(unneeded))
+    return LandingReport(len(unneeded), len(old) - len(unneeded))
 
 
 _NATIVE_MIN_LINES = 64  # below this, parsing line by line is as quick
@@ -247,7 +289,7 @@ class Uploads:
         options: dict[str, Any] | None = None,
     ) -> Upload:
         """Land ``source`` (a file path, bytes or a binary stream) and record a RUNNING upload."""
-        key = f"_landing/{ids.new_id()}"
+        key = f"{LANDING_PREFIX}{ids.new_id()}"
         if isinstance(source, bytes):
             self.lake.store.put(key, source)
             label = f"<{len(source)} bytes>"
@@ -315,7 +357,7 @@ class Uploads:
             now,
             now,
             source=label or url,
-            landing_key=f"_landing/{upload_id}",
+            landing_key=f"{LANDING_PREFIX}{upload_id}",
             options={**(options or {}), "url": url},
         )
         return self._save(upload)

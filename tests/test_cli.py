@@ -152,7 +152,9 @@ def test_dataset_commands(tmp_path, capsysbinary) -> None:  # type: ignore[no-un
     assert run("checkout", "dogs", first["id"])[0] == {"checked_out": first["id"]}
     assert main(["maintain", "--lake", lake, "--retention-hours", "0"]) == 0
     reports = [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
-    assert {r["table"] for r in reports} >= {"datapoints", "dataset_members"}
+    assert {r["table"] for r in reports[:-1]} >= {"datapoints", "dataset_members"}
+    assert reports[-1] == {"landing": {"deleted": 1, "kept": 0}}  # the ingested sample's file
+    assert list((tmp_path / "lake" / "_landing").iterdir()) == []
     assert main(["datasets", "add", "--lake", lake, "dogs", "not-an-id"]) == 1
     assert b"must be UUIDs" in capsysbinary.readouterr().err
 

@@ -22,7 +22,7 @@ from api.fetch import UrlFetcher, shown
 from api.streams import stream_to_store
 from lake.groups import GROUP_MAX_BYTES
 from lake.ndjson import dump_json
-from lake.uploads import Upload
+from lake.uploads import LANDING_PREFIX, Upload
 
 router = APIRouter(tags=["ingestion"])
 
@@ -47,7 +47,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")  # what secrets.token_urlsafe(16) g
 def _landing_key(organization: str, token: str) -> str:
     # landed files live under their organization: another organization cannot name them
     tag = hashlib.sha256(organization.encode()).hexdigest()[:16]
-    return f"_landing/{tag}/{token}"
+    return f"{LANDING_PREFIX}{tag}/{token}"
 
 
 _UPLOAD_BODY: dict[str, Any] = {

@@ -7,12 +7,15 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from conftest import ndjson
 
 from lake import Lake, Uploads
 from lake.datasets import Datasets
+from lake.groups import make_pending
 from lake.maintenance import _mergeable, _runs, maintain, merge_small_files, tidy
 from lake.query import select
 from lake.tables import SCHEMAS
+from lake.uploads import LANDING_PREFIX, LandingReport, prune_landing
 
 CLS = "CLASSIFICATION"
 
@@ -248,3 +251,39 @@ def test_a_busy_writer_leaves_merges_for_a_lull_up_to_a_cap(
     tidy(local_lake, busy=True)
     assert files(local_lake, "datapoints") <= 4  # the cap reached: merged though busy
     assert local_lake.count("datapoints") == 51
+
+
+def test_the_landing_area_keeps_only_what_uploads_read(lake: Lake, ingest: Any) -> None:
+    uploads = ingest.uploads
+    finished = ingest(batch(0))
+    assert finished.status == "SUCCEEDED"
+    running = uploads.create(ndjson(batch(3)))  # recorded RUNNING, not run yet
+    lake.store.put(LANDING_PREFIX + "tag/token", b"{}\n")  # uploaded, never ingested
+    lake.store.put(LANDING_PREFIX + "tag/pending", b"{}\n")  # accepted for group commit
+    waiting = make_pending(
+        lake, LANDING_PREFIX + "tag/pending", organization_id="default", options={}, source=""
+    )
+    landed = {key for key, _ in lake.store.list_dated(LANDING_PREFIX)}
+    assert landed == {
+        finished.landing_key,
+        running.landing_key,
+        LANDING_PREFIX + "tag/token",
+        LANDING_PREFIX + "tag/pending",
+    }
+
+    # nothing is older than an hour: everything stays
+    assert prune_landing(lake, retention_hours=1) == LandingReport(0, 0)
+    assert {key for key, _ in lake.store.list_dated(LANDING_PREFIX)} == landed
+
+    assert prune_landing(lake, retention_hours=0) == LandingReport(deleted=2, kept=2)
+    assert {key for key, _ in lake.store.list_dated(LANDING_PREFIX)} == {
+        running.landing_key,
+        LANDING_PREFIX + "tag/pending",
+    }
+    # the finished upload keeps its row; the running and the pending ones still run
+    assert uploads.get(finished.id).counts.datapoints_created == 3
+    assert uploads.run(running.id).status == "SUCCEEDED"
+    assert uploads.pending(waiting.id) is not None
+    assert lake.count("datapoints") == 6
+    # once it ended, the running upload's file goes too
+    assert prune_landing(lake, retention_hours=0).deleted == 1
