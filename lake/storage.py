@@ -184,9 +184,17 @@ class ObjectStore(ABC):
         """Store an upload's file read from ``source`` (the store may compress it)."""
         self.upload_fileobj(key, source)
 
-    def land_file(self, key: str, path: str | os.PathLike[str]) -> None:
-        """Store the upload file at ``path`` (a local copy: faster than compressing it)."""
+    def land_file(self, key: str, path: str | os.PathLike[str]) -> tuple[int, int] | None:
+        """Store the upload file at ``path``. When the store holds the file itself rather than
+        a copy (a link), answer its :meth:`fingerprint`: the file is then not to be rewritten
+        in place while its upload needs it."""
         self.upload_file(key, path)
+        return None
+
+    def fingerprint(self, key: str) -> tuple[int, int] | None:
+        """Size and modification time (ns) of an object a rewrite in place would change, where
+        the store can tell (a local folder); None elsewhere, or when it is absent."""
+        return None
 
     @abstractmethod
     def size(self, key: str) -> int | None: ...
@@ -285,6 +293,27 @@ class LocalStore(ObjectStore):
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def land_file(self, key: str, path: str | os.PathLike[str]) -> tuple[int, int] | None:
+        """A link to the file where the file system allows (same file system, a user allowed
+        to link it): no copy, no second copy on disk; a copy elsewhere."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            os.link(path, tmp)
+        except OSError:  # another file system, links not allowed or not supported
+            self.upload_file(key, path)
+            return None
+        os.replace(tmp, target)
+        return self.fingerprint(key)
+
+    def fingerprint(self, key: str) -> tuple[int, int] | None:
+        try:
+            stat = self._path(key).stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
 
     def size(self, key: str) -> int | None:
         try:
@@ -474,9 +503,10 @@ class S3Store(ObjectStore):
         # NDJSON is sent as zstd, ~15x smaller, at a fraction of the transfer's time
         self.upload_fileobj(key, zstd_unless_compressed(source))
 
-    def land_file(self, key: str, path: str | os.PathLike[str]) -> None:
+    def land_file(self, key: str, path: str | os.PathLike[str]) -> tuple[int, int] | None:
         with open(path, "rb") as handle:
             self.land(key, handle)
+        return None
 
     def size(self, key: str) -> int | None:
         from botocore.exceptions import ClientError

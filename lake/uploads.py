@@ -51,6 +51,7 @@ MAX_STORED_ERRORS = 1000
 _ABORT_PREFIX = "_shoal/abort/"
 PENDING_PREFIX = "_shoal/pending/"  # uploads accepted for group commit
 LANDING_PREFIX = "_landing/"  # upload files
+_LINKED = "linked"  # option: (size, mtime_ns) of an upload file the lake links, not copies
 
 
 def pending_marker(marker: dict[str, Any], data: bytes | None) -> bytes:
@@ -299,7 +300,9 @@ class Uploads:
         else:
             if not os.path.isfile(source):
                 raise InputError(f"no such file: {os.fspath(source)}")
-            self.lake.store.land_file(key, source)
+            linked = self.lake.store.land_file(key, source)
+            if linked is not None:  # the lake holds the file itself: a rewrite would show
+                options = {**(options or {}), _LINKED: list(linked)}
             label = os.path.basename(os.fspath(source))
         return self.start(key, organization_id=organization_id, options=options, label=label)
 
@@ -483,6 +486,14 @@ class Uploads:
                 self._land(str(url), upload.landing_key)
             except InputError as exc:
                 return self._finish(upload, UploadStatus.FAILED, str(exc))
+        linked = upload.options.get(_LINKED)
+        if linked is not None and self.lake.store.fingerprint(upload.landing_key) != tuple(linked):
+            return self._finish(
+                upload,
+                UploadStatus.FAILED,
+                "the upload's file was changed after it was uploaded (a local lake links the"
+                " file instead of copying it: rewrite it only once its upload has ended)",
+            )
         stream = self.lake.store.open_read(upload.landing_key)
         with stream:
             return self._run(upload, stream, deadline, progress)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lake import UploadStatus
+from lake import Lake, Uploads, UploadStatus
+from lake.uploads import Upload
 
 
 def classification(model: str = "m1", logits: list[float] | None = None) -> dict[str, object]:
@@ -380,3 +384,62 @@ def test_new_model_outputs_for_many_datapoints(ingest) -> None:  # type: ignore[
     }
     assert ingest.rows("datapoints", id=foreign)[0]["organization_id"] == "other"
     assert not ingest.rows("predictions", datapoint=foreign)
+
+
+def _records_file(path: Path, n: int, tag: str = "a") -> Path:
+    records = [{"type": "IMAGE", "tags": {"v": tag}, "metadata": {"i": i}} for i in range(n)]
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in records))
+    return path
+
+
+def _landed(lake: Lake, upload: Upload) -> Path:
+    return Path(lake.uri) / upload.landing_key
+
+
+def test_a_file_beside_a_local_lake_is_linked_into_it_not_copied(
+    local_lake: Lake, tmp_path: Path
+) -> None:
+    source = _records_file(tmp_path / "records.ndjson", 3)
+    uploads = Uploads(local_lake)
+    upload = uploads.create(source)
+    assert _landed(local_lake, upload).stat().st_ino == source.stat().st_ino
+    source.unlink()  # the lake's link keeps the file
+    assert uploads.run(upload.id).status is UploadStatus.SUCCEEDED
+    assert local_lake.count("datapoints") == 3
+
+
+def test_a_linked_file_rewritten_in_place_fails_its_upload_and_nothing_lands(
+    local_lake: Lake, tmp_path: Path
+) -> None:
+    source = _records_file(tmp_path / "records.ndjson", 3)
+    uploads = Uploads(local_lake)
+    upload = uploads.create(source)
+    _records_file(source, 5, tag="b")  # the same file, truncated and written again
+    failed = uploads.run(upload.id)
+    assert failed.status is UploadStatus.FAILED
+    assert "changed after it was uploaded" in (failed.error_message or "")
+    assert local_lake.count("datapoints") == 0
+
+
+def test_a_linked_file_replaced_by_a_new_one_leaves_its_upload_as_it_was(
+    local_lake: Lake, tmp_path: Path
+) -> None:
+    source = _records_file(tmp_path / "records.ndjson", 3)
+    uploads = Uploads(local_lake)
+    upload = uploads.create(source)
+    os.replace(_records_file(tmp_path / "new.ndjson", 5, tag="b"), source)  # a save by rename
+    assert uploads.run(upload.id).counts.datapoints_created == 3
+    assert {r["value"] for r in local_lake.read("tags").to_pylist()} == {"a"}
+
+
+def test_a_file_on_another_file_system_is_copied(local_lake: Lake) -> None:
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:  # a tmpfs
+        source = _records_file(Path(elsewhere) / "records.ndjson", 3)
+        Path(local_lake.uri).mkdir(parents=True, exist_ok=True)
+        assert os.stat(elsewhere).st_dev != os.stat(local_lake.uri).st_dev
+        uploads = Uploads(local_lake)
+        upload = uploads.create(source)
+        assert _landed(local_lake, upload).stat().st_ino != source.stat().st_ino
+        assert "linked" not in upload.options
+        _records_file(source, 5, tag="b")  # the copy does not change with it
+    assert uploads.run(upload.id).counts.datapoints_created == 3
