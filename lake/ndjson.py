@@ -211,13 +211,35 @@ class _Splitter:
         self.number = 0  # lines completed so far
         self.pending = b""
         self.oversized = False
-        self.parts: list[bytes] = []
+        self.parts: list[bytes | memoryview] = []
         self.numbers: list[np.ndarray] = []
         self.ends: list[np.ndarray] = []  # end offset (exclusive, with its \n) of each line
         self.errors: list[Line] = []
         self.count = 0
 
     def feed(self, chunk: bytes) -> None:
+        if self.oversized or b"\r" in chunk or self.pending.endswith(b"\r"):
+            self._feed_and_mend(chunk)
+            return
+        # the common case, with no copy of the chunk: the line the previous chunks began is
+        # completed on its own, the chunk's whole lines are kept as a view of it
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            self.pending += chunk
+        else:
+            start = 0
+            if self.pending:
+                start = chunk.index(b"\n") + 1
+                self._complete(self.pending + chunk[:start])
+            if start <= cut:
+                self._complete(memoryview(chunk)[start : cut + 1])
+            self.pending = chunk[cut + 1 :]
+        if len(self.pending) > self.max_line:
+            self.oversized, self.pending = True, b""
+
+    def _feed_and_mend(self, chunk: bytes) -> None:
+        """:meth:`feed` where line ends are to be mended (``\r\n`` or ``\r``) or a line
+        too long is being passed over."""
         data = self.pending + chunk if self.pending else chunk
         # a trailing \r may be the first half of \r\n: keep it with the unsplit tail
         suffix = b"\r" if data.endswith(b"\r") else b""
@@ -230,8 +252,10 @@ class _Splitter:
         else:
             self.pending = body[cut + 1 :] + suffix
             self._complete(body[: cut + 1])
-        if len(self.pending) > self.max_line:
-            self.oversized, self.pending = True, b""
+        # a \r held back is a line end, not part of the line: it stays when the line goes
+        held = b"\r" if self.pending.endswith(b"\r") else b""
+        if len(self.pending) - len(held) > self.max_line:
+            self.oversized, self.pending = True, held
 
     def finish(self) -> None:
         tail = self.pending.rstrip(b"\r")
@@ -241,14 +265,14 @@ class _Splitter:
         elif tail.strip():
             self._complete(tail + b"\n")
 
-    def _complete(self, block: bytes) -> None:
+    def _complete(self, block: bytes | memoryview) -> None:
         """Register ``block``: whole lines, each ending with \n."""
         if self.oversized:  # the first line of the block ends a line that was too long
             self.oversized = False
             self.number += 1
             if self.number > self.skip_through:
                 self.errors.append(_too_long(self.number, self.max_line))
-            block = block[block.index(b"\n") + 1 :]
+            block = block[bytes(block).index(b"\n") + 1 :]
             if not block:
                 return
         raw = np.frombuffer(block, dtype=np.uint8)
@@ -260,7 +284,7 @@ class _Splitter:
         # start with white space (a record line starts with "{")
         keep = ~_BLANK[raw[np.minimum(starts, len(raw) - 1)]]
         for i in np.flatnonzero(~keep):
-            keep[i] = bool(block[starts[i] : ends[i]].strip())
+            keep[i] = bool(bytes(block[starts[i] : ends[i]]).strip())
         keep &= numbers > self.skip_through
         too_long = keep & (ends - starts - 1 > self.max_line)
         if too_long.any():

@@ -6,6 +6,8 @@ import io
 
 import pytest
 import zstandard
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lake import ndjson
 from lake.errors import InputError, RecordError
@@ -156,3 +158,75 @@ def test_batches_of_large_records_are_cut_by_size(chunk: int) -> None:
     data = b"\n".join(b'{"v": "%s"}' % (b"x" * 100) for _ in range(10))
     got = batches(data, batch_lines=1000, batch_bytes=250)
     assert [len(numbers) for numbers, _ in got] == [2, 2, 2, 2, 2]
+
+
+class _Trickle(io.RawIOBase):
+    """A stream answering reads in the sizes given (then what is left), as a socket might."""
+
+    def __init__(self, data: bytes, sizes: list[int]) -> None:
+        self.data, self.sizes = data, list(sizes)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        step = self.sizes.pop(0) if self.sizes else len(self.data)
+        if size >= 0:
+            step = min(step, size)
+        piece, self.data = self.data[:step], self.data[step:]
+        return piece
+
+
+_LINE = st.one_of(
+    st.text('ab{}" :,', max_size=12),  # records, short and long
+    st.sampled_from(["", " ", "\t ", "  x"]),  # blank, or starting with white space
+)
+
+
+@given(
+    lines=st.lists(_LINE, max_size=25),
+    separators=st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=1, max_size=4),
+    trailing=st.booleans(),
+    sizes=st.lists(st.integers(1, 40), max_size=30),
+    max_line=st.integers(3, 14),
+    skip_through=st.integers(0, 5),
+    batch_lines=st.integers(1, 6),
+)
+def test_batches_read_every_line_as_a_plain_split_does(
+    lines: list[str],
+    separators: list[str],
+    trailing: bool,
+    sizes: list[int],
+    max_line: int,
+    skip_through: int,
+    batch_lines: int,
+) -> None:
+    from lake.ndjson import read_batches
+
+    text = "".join(
+        line + (separators[i % len(separators)] if i < len(lines) - 1 or trailing else "")
+        for i, line in enumerate(lines)
+    ).encode()
+    expected_lines, expected_errors = [], []
+    pieces = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+    if text.endswith((b"\n", b"\r")):
+        pieces.pop()
+    for number, piece in enumerate(pieces, 1):
+        if number <= skip_through or not piece.strip():
+            continue
+        if len(piece) > max_line:
+            expected_errors.append(number)
+        else:
+            expected_lines.append((number, piece))
+
+    got_lines, got_errors = [], []
+    for batch in read_batches(
+        _Trickle(text, sizes),
+        batch_lines=batch_lines,
+        max_line=max_line,
+        skip_through=skip_through,
+    ):
+        got_lines += [(line.number, line.data) for line in batch.lines()]
+        got_errors += [line.number for line in batch.errors]
+    assert got_lines == expected_lines
+    assert sorted(got_errors) == expected_errors
