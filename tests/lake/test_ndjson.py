@@ -184,10 +184,10 @@ _LINE = st.one_of(
 
 
 @given(
-    lines=st.lists(_LINE, max_size=25),
+    lines=st.lists(_LINE, max_size=150),  # past 64 lines: the other way of finding ends
     separators=st.lists(st.sampled_from(["\n", "\r\n", "\r"]), min_size=1, max_size=4),
     trailing=st.booleans(),
-    sizes=st.lists(st.integers(1, 40), max_size=30),
+    sizes=st.lists(st.integers(1, 4000), max_size=30),
     max_line=st.integers(3, 14),
     skip_through=st.integers(0, 5),
     batch_lines=st.integers(1, 6),
@@ -230,3 +230,17 @@ def test_batches_read_every_line_as_a_plain_split_does(
         got_errors += [line.number for line in batch.errors]
     assert got_lines == expected_lines
     assert sorted(got_errors) == expected_errors
+
+
+@pytest.mark.parametrize("width", [8, 2000], ids=["short-lines", "long-lines"])
+def test_many_lines_of_a_chunk_keep_their_numbers(chunk: int, width: int) -> None:
+    from lake.ndjson import read_batches
+
+    lines = [b'{"i":"%s"}' % (b"x" * (width + i % 5)) if i % 7 else b"  " for i in range(300)]
+    data = b"\n".join(lines) + b"\n"
+    got = [
+        (line.number, line.data)
+        for batch in read_batches(io.BytesIO(data), batch_lines=1000)
+        for line in batch.lines()
+    ]
+    assert got == [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
