@@ -210,7 +210,8 @@ class ObjectStore(ABC):
     @abstractmethod
     def list_dated(self, prefix: str) -> list[tuple[str, float]]:
         """Every object under ``prefix`` at any depth (on a local folder, writes a crash left
-        unfinished too), with when it was last written (seconds since the epoch), sorted."""
+        unfinished too), with when it was last written or linked into the lake (seconds since
+        the epoch), sorted."""
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
@@ -331,7 +332,10 @@ class LocalStore(ObjectStore):
             for name in names:
                 path = Path(folder, name)
                 with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
-                    found.append((path.relative_to(self.root).as_posix(), path.stat().st_mtime))
+                    stat = path.stat()
+                    # a link made to an old file (an upload landed by link) changes its ctime
+                    written = max(stat.st_mtime, stat.st_ctime)
+                    found.append((path.relative_to(self.root).as_posix(), written))
         return sorted(found)
 
     def list(self, prefix: str) -> list[str]:

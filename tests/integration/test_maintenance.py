@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -287,3 +290,17 @@ def test_the_landing_area_keeps_only_what_uploads_read(lake: Lake, ingest: Any) 
     assert lake.count("datapoints") == 6
     # once it ended, the running upload's file goes too
     assert prune_landing(lake, retention_hours=0).deleted == 1
+
+
+def test_a_file_linked_into_the_landing_area_is_as_young_as_the_link(
+    local_lake: Lake, tmp_path: Path
+) -> None:
+    source = tmp_path / "old.ndjson"
+    source.write_bytes(ndjson(batch(0)))
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(source, (two_days_ago, two_days_ago))
+    key = LANDING_PREFIX + "linked"
+    assert local_lake.store.land_file(key, source) is not None  # a link, not a copy
+    # not yet an upload's (its row comes next): an old file by its own date, not by the link's
+    assert prune_landing(local_lake, retention_hours=1) == LandingReport(0, 0)
+    assert local_lake.store.size(key) is not None
