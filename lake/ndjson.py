@@ -252,9 +252,7 @@ class _Splitter:
                 start = chunk.index(b"\n") + 1
                 self._complete(self.pending + chunk[:start])
             if start <= cut:
-                whole = start == 0 and cut + 1 == len(chunk)
-                view = chunk if whole else memoryview(chunk)[start : cut + 1]
-                self._complete(view, _line_ends(chunk, start, cut + 1))
+                self._complete(chunk, start, cut + 1)
             self.pending = chunk[cut + 1 :]
         if len(self.pending) > self.max_line:
             self.oversized, self.pending = True, b""
@@ -287,21 +285,22 @@ class _Splitter:
         elif tail.strip():
             self._complete(tail + b"\n")
 
-    def _complete(self, block: bytes | memoryview, ends: np.ndarray | None = None) -> None:
-        """Register ``block``: whole lines, each ending with \n (``ends``: where each ends,
-        after its \n, when the caller knows)."""
+    def _complete(self, data: bytes, start: int = 0, stop: int | None = None) -> None:
+        """Register ``data[start:stop]`` (kept as a view of ``data``): whole lines, each
+        ending with \n."""
+        stop = len(data) if stop is None else stop
         if self.oversized:  # the first line of the block ends a line that was too long
             self.oversized = False
             self.number += 1
             if self.number > self.skip_through:
                 self.errors.append(_too_long(self.number, self.max_line))
-            block = block[bytes(block).index(b"\n") + 1 :]
-            ends = None
-            if not block:
+            start = data.index(b"\n", start, stop) + 1
+            if start == stop:
                 return
+        whole = start == 0 and stop == len(data)
+        block: bytes | memoryview = data if whole else memoryview(data)[start:stop]
         raw = np.frombuffer(block, dtype=np.uint8)
-        if ends is None:
-            ends = np.flatnonzero(raw == 10) + 1
+        ends = _line_ends(data, start, stop)
         starts = np.concatenate(([0], ends[:-1]))
         numbers = self.number + 1 + np.arange(len(ends), dtype=np.int64)
         self.number += len(ends)
