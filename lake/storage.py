@@ -254,10 +254,16 @@ class LocalStore(ObjectStore):
         return True
 
     @staticmethod
+    def _aside(path: Path) -> Path:
+        """A new hidden name beside ``path``, for a file made whole before it takes that name
+        (listings pass hidden names over)."""
+        return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+
+    @staticmethod
     def _write_aside(path: Path, data: bytes) -> Path:
         """``data`` in a new hidden file beside ``path`` (its folders made when missing: a
         folder check per write is a system call the common case does not need)."""
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp = LocalStore._aside(path)
         try:
             tmp.write_bytes(data)
         except FileNotFoundError:
@@ -280,14 +286,14 @@ class LocalStore(ObjectStore):
     def upload_file(self, key: str, source: str | os.PathLike[str]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp = self._aside(path)
         shutil.copyfile(source, tmp)
         os.replace(tmp, path)
 
     def upload_fileobj(self, key: str, source: IO[bytes]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        tmp = self._aside(path)
         try:
             with open(tmp, "wb") as out:
                 shutil.copyfileobj(source, out, 1 << 20)
@@ -300,7 +306,7 @@ class LocalStore(ObjectStore):
         to link it): no copy, no second copy on disk; a copy elsewhere."""
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        tmp = self._aside(target)
         try:
             os.link(path, tmp)
         except OSError:  # another file system, links not allowed or not supported
