@@ -110,22 +110,24 @@ def reset_peak_rss() -> None:
         refs.write("5")
 
 
-def peak_rss_mib() -> float:
+def _status_mib(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (Linux), in MiB."""
     with contextlib.suppress(OSError), open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mib() -> float:
+    peak = _status_mib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mib() -> float | None:
     """This process's memory now (Linux), which the high-water mark starts from: what earlier
     work of the same run left with the allocators counts in the peak too."""
-    with contextlib.suppress(OSError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return None
+    return _status_mib("VmRSS")
 
 
 def fresh_root(target: str, name: str, workdir: Path, server: Any) -> str:

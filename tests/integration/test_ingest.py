@@ -396,12 +396,17 @@ def _landed(lake: Lake, upload: Upload) -> Path:
     return Path(lake.uri) / upload.landing_key
 
 
+def _upload_of_a_file(lake: Lake, folder: Path) -> tuple[Uploads, Upload, Path]:
+    """An upload (not run yet) of a new file of 3 records in ``folder``."""
+    source = _records_file(folder / "records.ndjson", 3)
+    uploads = Uploads(lake)
+    return uploads, uploads.create(source), source
+
+
 def test_a_file_beside_a_local_lake_is_linked_into_it_not_copied(
     local_lake: Lake, tmp_path: Path
 ) -> None:
-    source = _records_file(tmp_path / "records.ndjson", 3)
-    uploads = Uploads(local_lake)
-    upload = uploads.create(source)
+    uploads, upload, source = _upload_of_a_file(local_lake, tmp_path)
     assert _landed(local_lake, upload).stat().st_ino == source.stat().st_ino
     source.unlink()  # the lake's link keeps the file
     assert uploads.run(upload.id).status is UploadStatus.SUCCEEDED
@@ -411,9 +416,7 @@ def test_a_file_beside_a_local_lake_is_linked_into_it_not_copied(
 def test_a_linked_file_rewritten_in_place_fails_its_upload_and_nothing_lands(
     local_lake: Lake, tmp_path: Path
 ) -> None:
-    source = _records_file(tmp_path / "records.ndjson", 3)
-    uploads = Uploads(local_lake)
-    upload = uploads.create(source)
+    uploads, upload, source = _upload_of_a_file(local_lake, tmp_path)
     _records_file(source, 5, tag="b")  # the same file, truncated and written again
     failed = uploads.run(upload.id)
     assert failed.status is UploadStatus.FAILED
@@ -424,9 +427,7 @@ def test_a_linked_file_rewritten_in_place_fails_its_upload_and_nothing_lands(
 def test_a_linked_file_replaced_by_a_new_one_leaves_its_upload_as_it_was(
     local_lake: Lake, tmp_path: Path
 ) -> None:
-    source = _records_file(tmp_path / "records.ndjson", 3)
-    uploads = Uploads(local_lake)
-    upload = uploads.create(source)
+    uploads, upload, source = _upload_of_a_file(local_lake, tmp_path)
     os.replace(_records_file(tmp_path / "new.ndjson", 5, tag="b"), source)  # a save by rename
     assert uploads.run(upload.id).counts.datapoints_created == 3
     assert {r["value"] for r in local_lake.read("tags").to_pylist()} == {"a"}
@@ -434,11 +435,9 @@ def test_a_linked_file_replaced_by_a_new_one_leaves_its_upload_as_it_was(
 
 def test_a_file_on_another_file_system_is_copied(local_lake: Lake) -> None:
     with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:  # a tmpfs
-        source = _records_file(Path(elsewhere) / "records.ndjson", 3)
         Path(local_lake.uri).mkdir(parents=True, exist_ok=True)
         assert os.stat(elsewhere).st_dev != os.stat(local_lake.uri).st_dev
-        uploads = Uploads(local_lake)
-        upload = uploads.create(source)
+        uploads, upload, source = _upload_of_a_file(local_lake, Path(elsewhere))
         assert _landed(local_lake, upload).stat().st_ino != source.stat().st_ino
         assert "linked" not in upload.options
         _records_file(source, 5, tag="b")  # the copy does not change with it
