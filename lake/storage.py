@@ -70,6 +70,16 @@ class S3Options:
         return cls(**values)
 
 
+def file_fingerprint(file: str | os.PathLike[str] | int) -> tuple[int, int] | None:
+    """Size and modification time (ns) of a local file (a path or an open descriptor), which a
+    rewrite in place changes; None when it is absent."""
+    try:
+        stat = os.stat(file)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
 @functools.cache
 def _s3_filesystem(opts: S3Options) -> pafs.S3FileSystem:
     kwargs: dict[str, Any] = {"region": opts.region}
@@ -316,11 +326,7 @@ class LocalStore(ObjectStore):
         return self.fingerprint(key)
 
     def fingerprint(self, key: str) -> tuple[int, int] | None:
-        try:
-            stat = self._path(key).stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_size, stat.st_mtime_ns
+        return file_fingerprint(self._path(key))
 
     def size(self, key: str) -> int | None:
         try:

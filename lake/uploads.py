@@ -41,6 +41,7 @@ from lake.lake import Lake, LakeState
 from lake.maintenance import tidy
 from lake.ndjson import DEFAULT_MAX_LINE, Line, RawBatch, parse_line, read_batches
 from lake.records import RecordSpec, finish_logits, normalise
+from lake.storage import file_fingerprint
 from lake.tables import SCHEMAS
 
 log = logging.getLogger(__name__)
@@ -280,6 +281,9 @@ class Uploads:
         # batch) before the upload fails
         self.storage_patience = storage_patience
         self.fast_path = fast_path  # off: every record takes the per-record path (tests)
+        # upload id -> (path, fingerprint) of a file this process copied into the lake: a run
+        # here reads it rather than the copy, while it is unchanged (see :meth:`_open`)
+        self._copied_from: dict[str, tuple[str, tuple[int, int]]] = {}
 
     # -- creating and reading ------------------------------------------------------------------
     def create(
@@ -300,10 +304,15 @@ class Uploads:
         else:
             if not os.path.isfile(source):
                 raise InputError(f"no such file: {os.fspath(source)}")
+            before = file_fingerprint(source)
             linked = self.lake.store.land_file(key, source)
             if linked is not None:  # the lake holds the file itself: a rewrite would show
                 options = {**(options or {}), _LINKED: list(linked)}
             label = os.path.basename(os.fspath(source))
+            upload = self.start(key, organization_id=organization_id, options=options, label=label)
+            if linked is None and before is not None and file_fingerprint(source) == before:
+                self._copied_from[upload.id] = (os.fspath(source), before)
+            return upload
         return self.start(key, organization_id=organization_id, options=options, label=label)
 
     def start(
@@ -461,10 +470,12 @@ class Uploads:
         while True:
             try:
                 upload = self._run_from_last_batch(upload_id, progress)
+                self._copied_from.pop(upload_id, None)
                 tidy(self.lake)
                 return upload
             except (StorageError, LockTimeoutError) as exc:
                 if time.monotonic() + delay > give_up:
+                    self._copied_from.pop(upload_id, None)
                     upload = self.get(upload_id)
                     return self._finish(upload, UploadStatus.FAILED, f"the lake failed: {exc}")
                 log.warning("upload %s: %s; resuming in %.1f s", upload_id, exc, delay)
@@ -494,9 +505,23 @@ class Uploads:
                 "the upload's file was changed after it was uploaded (a local lake links the"
                 " file instead of copying it: rewrite it only once its upload has ended)",
             )
-        stream = self.lake.store.open_read(upload.landing_key)
-        with stream:
+        with self._open(upload) as stream:
             return self._run(upload, stream, deadline, progress)
+
+    def _open(self, upload: Upload) -> IO[bytes]:
+        """The upload's file: the one it was copied from when this process copied it into the
+        lake and it is unchanged (the same bytes, without fetching the copy back from object
+        storage and decompressing it), else the lake's copy."""
+        copied = self._copied_from.get(upload.id)
+        if copied is not None:
+            path, fingerprint = copied
+            with contextlib.suppress(OSError):
+                handle = open(path, "rb")  # noqa: SIM115 (the caller closes it)
+                if file_fingerprint(handle.fileno()) == fingerprint:
+                    return handle
+                handle.close()
+            self._copied_from.pop(upload.id, None)  # changed or gone: the copy is the upload
+        return self.lake.store.open_read(upload.landing_key)
 
     def _land(self, url: str, key: str) -> None:
         """Copy ``url`` to ``key`` with the fetcher; the copy appears whole or not at all."""

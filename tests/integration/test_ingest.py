@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from s3server import S3Server  # type: ignore[import-not-found]
 
+from conftest import s3_lake_uri, s3_options  # type: ignore[import-not-found]
 from lake import Lake, Uploads, UploadStatus
 from lake.uploads import Upload
 
@@ -442,3 +444,32 @@ def test_a_file_on_another_file_system_is_copied(local_lake: Lake) -> None:
         assert "linked" not in upload.options
         _records_file(source, 5, tag="b")  # the copy does not change with it
     assert uploads.run(upload.id).counts.datapoints_created == 3
+
+
+@pytest.mark.s3
+def test_a_file_copied_to_object_storage_is_read_from_disk_by_its_first_run(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    lake = Lake(s3_lake_uri(s3_server), s3=s3_options(s3_server))
+    uploads, upload, source = _upload_of_a_file(lake, tmp_path)
+    # the lake's copy made different, to tell which one a run reads
+    other = _records_file(tmp_path / "other.ndjson", 5, tag="b").read_bytes()
+    lake.store.put(upload.landing_key, other)
+    assert uploads.run(upload.id).counts.datapoints_created == 3  # the file on disk
+    assert {r["value"] for r in lake.read("tags").to_pylist()} == {"a"}
+
+    # another process (a server resuming the upload, say) reads the lake's copy
+    upload = uploads.create(source)
+    lake.store.put(upload.landing_key, other)
+    assert Uploads(lake).run(upload.id).counts.datapoints_created == 5
+
+
+@pytest.mark.s3
+def test_a_file_changed_after_its_copy_to_object_storage_is_read_from_the_copy(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    lake = Lake(s3_lake_uri(s3_server), s3=s3_options(s3_server))
+    uploads, upload, source = _upload_of_a_file(lake, tmp_path)
+    _records_file(source, 5, tag="b")  # rewritten after the upload began
+    assert uploads.run(upload.id).counts.datapoints_created == 3
+    assert {r["value"] for r in lake.read("tags").to_pylist()} == {"a"}
