@@ -92,7 +92,9 @@ def _s3_filesystem(opts: S3Options) -> pafs.S3FileSystem:
             secret_key=opts.secret_access_key,
             session_token=opts.session_token,
         )
-    return pafs.S3FileSystem(**kwargs)
+    # a file opened for writing is created at its first part or at its close: a file smaller
+    # than a part is then one PUT instead of a multipart upload's three requests
+    return pafs.S3FileSystem(allow_delayed_open=True, **kwargs)
 
 
 @dataclass(frozen=True)
