@@ -518,7 +518,7 @@ class S3Store(ObjectStore):
 
     def land(self, key: str, source: IO[bytes]) -> None:
         # an upload's file crosses the network twice (landed, then read back by its job):
-        # NDJSON is sent as zstd, ~15x smaller, at a fraction of the transfer's time
+        # NDJSON is sent as zstd, 7-15x smaller, at a fraction of the transfer's time
         self.upload_fileobj(key, zstd_unless_compressed(source))
 
     def land_file(self, key: str, path: str | os.PathLike[str]) -> tuple[int, int] | None:

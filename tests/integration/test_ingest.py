@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import s3_lake_uri, s3_options  # type: ignore[import-not-found]
 from s3server import S3Server  # type: ignore[import-not-found]
 
-from conftest import s3_lake_uri, s3_options  # type: ignore[import-not-found]
 from lake import Lake, Uploads, UploadStatus
 from lake.uploads import Upload
 
