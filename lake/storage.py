@@ -517,8 +517,9 @@ class S3Store(ObjectStore):
             raise StorageError(f"S3 upload to {key!r} failed: {exc}") from exc
 
     def land(self, key: str, source: IO[bytes]) -> None:
-        # an upload's file crosses the network twice (landed, then read back by its job):
-        # NDJSON is sent as zstd, 7-15x smaller, at a fraction of the transfer's time
+        # an upload's file crosses the network twice (landed, then read back by its job, but
+        # for a file copied by path that the job of the same process reads from disk): NDJSON
+        # is sent as zstd, 7-15x smaller, at a fraction of the transfer's time
         self.upload_fileobj(key, zstd_unless_compressed(source))
 
     def land_file(self, key: str, path: str | os.PathLike[str]) -> tuple[int, int] | None:
