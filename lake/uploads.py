@@ -295,6 +295,7 @@ class Uploads:
     ) -> Upload:
         """Land ``source`` (a file path, bytes or a binary stream) and record a RUNNING upload."""
         key = f"{LANDING_PREFIX}{ids.new_id()}"
+        copied_from = None  # (path, fingerprint) of a file copied whole and unchanged
         if isinstance(source, bytes):
             self.lake.store.put(key, source)
             label = f"<{len(source)} bytes>"
@@ -309,11 +310,12 @@ class Uploads:
             if linked is not None:  # the lake holds the file itself: a rewrite would show
                 options = {**(options or {}), _LINKED: list(linked)}
             label = os.path.basename(os.fspath(source))
-            upload = self.start(key, organization_id=organization_id, options=options, label=label)
             if linked is None and before is not None and file_fingerprint(source) == before:
-                self._copied_from[upload.id] = (os.fspath(source), before)
-            return upload
-        return self.start(key, organization_id=organization_id, options=options, label=label)
+                copied_from = (os.fspath(source), before)
+        upload = self.start(key, organization_id=organization_id, options=options, label=label)
+        if copied_from is not None:
+            self._copied_from[upload.id] = copied_from
+        return upload
 
     def start(
         self,
@@ -465,17 +467,21 @@ class Uploads:
         then the upload fails (or, if even that cannot be recorded, stays RUNNING for the next
         start to resume).
         """
+        try:
+            return self._run_with_patience(upload_id, progress)
+        finally:
+            self._copied_from.pop(upload_id, None)  # the file on disk is for this run only
+
+    def _run_with_patience(self, upload_id: str, progress: ProgressCallback | None) -> Upload:
         give_up = time.monotonic() + self.storage_patience
         delay = 0.5
         while True:
             try:
                 upload = self._run_from_last_batch(upload_id, progress)
-                self._copied_from.pop(upload_id, None)
                 tidy(self.lake)
                 return upload
             except (StorageError, LockTimeoutError) as exc:
                 if time.monotonic() + delay > give_up:
-                    self._copied_from.pop(upload_id, None)
                     upload = self.get(upload_id)
                     return self._finish(upload, UploadStatus.FAILED, f"the lake failed: {exc}")
                 log.warning("upload %s: %s; resuming in %.1f s", upload_id, exc, delay)

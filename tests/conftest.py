@@ -86,6 +86,12 @@ def local_lake(tmp_path: Path) -> Lake:
     return Lake(str(tmp_path / "lake"))
 
 
+@pytest.fixture
+def lake_on_s3(s3_server: S3Server) -> Lake:
+    """A fresh empty lake on the S3 server alone (mark the test ``s3``)."""
+    return Lake(s3_lake_uri(s3_server), s3=s3_options(s3_server))
+
+
 def another_writer(lake: Lake) -> Lake:
     """The same lake opened apart, as another process would (its own caches)."""
     return Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)

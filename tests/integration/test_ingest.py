@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import s3_lake_uri, s3_options  # type: ignore[import-not-found]
-from s3server import S3Server  # type: ignore[import-not-found]
 
 from lake import Lake, Uploads, UploadStatus
 from lake.uploads import Upload
@@ -448,9 +446,9 @@ def test_a_file_on_another_file_system_is_copied(local_lake: Lake) -> None:
 
 @pytest.mark.s3
 def test_a_file_copied_to_object_storage_is_read_from_disk_by_its_first_run(
-    s3_server: S3Server, tmp_path: Path
+    lake_on_s3: Lake, tmp_path: Path
 ) -> None:
-    lake = Lake(s3_lake_uri(s3_server), s3=s3_options(s3_server))
+    lake = lake_on_s3
     uploads, upload, source = _upload_of_a_file(lake, tmp_path)
     # the lake's copy made different, to tell which one a run reads
     other = _records_file(tmp_path / "other.ndjson", 5, tag="b").read_bytes()
@@ -466,10 +464,9 @@ def test_a_file_copied_to_object_storage_is_read_from_disk_by_its_first_run(
 
 @pytest.mark.s3
 def test_a_file_changed_after_its_copy_to_object_storage_is_read_from_the_copy(
-    s3_server: S3Server, tmp_path: Path
+    lake_on_s3: Lake, tmp_path: Path
 ) -> None:
-    lake = Lake(s3_lake_uri(s3_server), s3=s3_options(s3_server))
-    uploads, upload, source = _upload_of_a_file(lake, tmp_path)
+    uploads, upload, source = _upload_of_a_file(lake_on_s3, tmp_path)
     _records_file(source, 5, tag="b")  # rewritten after the upload began
     assert uploads.run(upload.id).counts.datapoints_created == 3
-    assert {r["value"] for r in lake.read("tags").to_pylist()} == {"a"}
+    assert {r["value"] for r in lake_on_s3.read("tags").to_pylist()} == {"a"}
