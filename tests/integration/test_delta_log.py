@@ -10,9 +10,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from conftest import another_writer
 from deltalake import DeltaTable
@@ -76,6 +78,44 @@ def test_small_appends_are_plain_delta_commits_every_reader_reads(lake: Lake) ->
     assert actions.column("num_records").to_pylist() == [5, 5]
     pruned = lake.read("tags", columns=["id"], prune=f"id >= '{expected[5]}'")
     assert sorted(pruned.column("id").to_pylist()) == expected[5:]
+
+
+def test_own_appends_encode_vectors_by_byte_stream_split_and_lists_by_dictionary(
+    lake: Lake,
+) -> None:
+    n = 40
+    vectors = np.random.default_rng(3).normal(size=(n, 16)).astype(np.float16).astype(np.float32)
+    given = {
+        "id": pa.array([f"{k:08d}-0000-7000-8000-000000000000" for k in range(n)]),
+        "organization_id": pa.array(["org"] * n),
+        "type": pa.array(["EMBEDDINGS"] * n),
+        "datapoint": pa.array([f"dp-{k}" for k in range(n)]),
+        "model_name": pa.array(["m:avgpool"] * n),
+        "value": pa.array(list(vectors), pa.list_(pa.float32())),
+        "shape": pa.array([[16]] * n, pa.list_(pa.int32())),
+    }
+    schema = SCHEMAS["feature_vectors"]
+    rows = pa.table([given.get(f.name, pa.nulls(n, f.type)) for f in schema], schema=schema)
+    with lake.transaction() as txn:
+        txn.append("feature_vectors", rows)
+    entry = lake.store.get(
+        f"feature_vectors/_delta_log/{lake.state().versions['feature_vectors']:020d}.json"
+    )
+    assert entry is not None and b'"engineInfo": "shoal"' in entry  # written by Shoal's writer
+    (name,) = [k for k in lake.store.list("feature_vectors/") if k.endswith(".parquet")]
+    filesystem = lake.location.arrow_filesystem()
+    with filesystem.open_input_file(name) as source:
+        metadata = pq.ParquetFile(source).metadata
+    encodings = {
+        metadata.row_group(0).column(i).path_in_schema: metadata.row_group(0).column(i).encodings
+        for i in range(metadata.num_columns)
+    }
+    assert "BYTE_STREAM_SPLIT" in encodings["value.list.element"]
+    assert "RLE_DICTIONARY" in encodings["shape.list.element"]
+    assert "RLE_DICTIONARY" in encodings["model_name"]
+    assert "RLE_DICTIONARY" not in encodings["id"]
+    back = lake.read("feature_vectors").sort_by("id")
+    assert back.column("value").to_pylist() == rows.column("value").to_pylist()
 
 
 def test_a_taken_version_goes_through_delta_rs_and_loses_nothing(lake: Lake) -> None:
