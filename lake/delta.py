@@ -817,7 +817,9 @@ class DeltaStore:
         self, table: str, *, keep_versions: Sequence[int], retention_hours: float
     ) -> list[str]:
         """Checkpoint the table, then delete files no version in ``keep_versions`` (nor the
-        latest) reads and that were removed more than ``retention_hours`` ago."""
+        latest) reads and that were removed more than ``retention_hours`` ago, and the files
+        older than that which no version ever held (a writer died between a data file and its
+        commit: delta-rs's "full" vacuum lists the table's folder for them)."""
         try:
             return self._checkpoint_and_vacuum(table, keep_versions, retention_hours)
         except (DeltaError, OSError) as exc:
@@ -835,6 +837,7 @@ class DeltaStore:
                     dry_run=False,
                     enforce_retention_duration=False,
                     keep_versions=sorted(set(keep_versions)),
+                    full=True,
                 )
             )
 

@@ -11,7 +11,9 @@ checkpoint, and vacuums the data files no reader needs:
   exists;
 - files removed less than ``retention_hours`` ago are kept, for readers still reading an older
   lake state;
-- everything else (files replaced by updates, deletes and compactions) is deleted.
+- everything else (files replaced by updates, deletes and compactions) is deleted, and so
+  are the files no version ever held, once older than ``retention_hours`` (left by a writer
+  that died between writing a data file and committing it).
 
 The Delta logs themselves are never trimmed (tables are created with
 ``delta.enableExpiredLogCleanup = false``), so every recorded version stays loadable.

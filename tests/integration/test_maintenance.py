@@ -79,6 +79,36 @@ def test_maintenance_compacts_and_keeps_frozen_reads(lake: Lake, ingest: Any) ->
     assert len(data_files) == 1  # the old data files are gone
 
 
+def data_files(lake: Lake, table: str) -> list[str]:
+    return [
+        k for k in lake.store.list(f"{table}/") if k.endswith(".parquet") and "_delta_log" not in k
+    ]
+
+
+def test_maintenance_deletes_data_files_no_commit_took_once_older_than_retention(
+    lake: Lake, ingest: Any
+) -> None:
+    # a writer that dies between writing a data file and committing it leaves the file in the
+    # table's folder, in no version: no reader sees it, and maintenance reclaims it
+    ingest(batch(0))
+    ingest(batch(3))
+    (written, *_) = data_files(lake, "tags")
+    data = lake.store.get(written)
+    assert data is not None
+    orphan = "tags/part-00000-00000000-0000-4000-8000-000000000000-c000.zstd.parquet"
+    lake.store.put(orphan, data)
+    values = sorted(r["value"] for r in lake.read("tags").to_pylist())
+    assert len(values) == 6  # (the orphan's rows are not read)
+
+    maintain(lake, retention_hours=1)  # younger than that: it may be a commit on its way
+    assert orphan in lake.store.list("tags/")
+    maintain(lake, retention_hours=0)
+    assert orphan not in lake.store.list("tags/")
+    assert sorted(r["value"] for r in lake.read("tags").to_pylist()) == values
+    (left,) = data_files(lake, "tags")
+    assert left != orphan
+
+
 def test_ingestion_during_maintenance_loses_nothing(lake: Lake, ingest: Any) -> None:
     for start in range(0, 30, 3):
         ingest(batch(start))
