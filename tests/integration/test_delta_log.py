@@ -102,7 +102,8 @@ def test_own_appends_encode_vectors_by_byte_stream_split_and_lists_by_dictionary
         f"feature_vectors/_delta_log/{lake.state().versions['feature_vectors']:020d}.json"
     )
     assert entry is not None and b'"engineInfo": "shoal"' in entry  # written by Shoal's writer
-    (name,) = [k for k in lake.store.list("feature_vectors/") if k.endswith(".parquet")]
+    listed = lake.store.list("feature_vectors/")
+    (name,) = [k for k in listed if k.endswith(".parquet") and "_delta_log" not in k]
     filesystem = lake.location.arrow_filesystem()
     with filesystem.open_input_file(name) as source:
         metadata = pq.ParquetFile(source).metadata
