@@ -109,6 +109,30 @@ def test_maintenance_deletes_data_files_no_commit_took_once_older_than_retention
     assert left != orphan
 
 
+def test_a_file_removed_within_the_retention_stays_however_old_it_is(
+    local_lake: Lake, local_ingest: Any
+) -> None:
+    # readers of a lake state older than the previous one need the files it read for
+    # retention_hours after their removal, whenever the files were written (a vacuum that
+    # lists the folder must judge them by their removal, not by their age: local folder only,
+    # where a file's age can be set)
+    lake = local_lake
+    local_ingest(batch(0))
+    local_ingest(batch(3))
+    old_state = lake.state()
+    first = data_files(lake, "tags")
+    assert len(first) == 2
+    long_ago = time.time() - 10 * 3600
+    for key in first:
+        os.utime(Path(lake.location.path, key), (long_ago, long_ago))
+    maintain(lake, retention_hours=1)  # compacts them away: removed now
+    local_ingest(batch(6))
+    maintain(lake, retention_hours=1)  # the state that read them is two states back now
+    assert set(first) <= set(data_files(lake, "tags"))
+    values = sorted(r["value"] for r in lake.read("tags", state=old_state).to_pylist())
+    assert values == [str(i) for i in range(6)]
+
+
 def test_ingestion_during_maintenance_loses_nothing(lake: Lake, ingest: Any) -> None:
     for start in range(0, 30, 3):
         ingest(batch(start))
