@@ -92,6 +92,12 @@ def lake_on_s3(s3_server: S3Server) -> Lake:
     return Lake(s3_lake_uri(s3_server), s3=s3_options(s3_server))
 
 
+def data_files(lake: Lake, table: str) -> list[str]:
+    """The keys of ``table``'s Parquet data files, in a version or not (its log left out)."""
+    listed = lake.store.list(f"{table}/")
+    return [k for k in listed if k.endswith(".parquet") and "_delta_log" not in k]
+
+
 def another_writer(lake: Lake) -> Lake:
     """The same lake opened apart, as another process would (its own caches)."""
     return Lake(lake.uri, s3=lake.location.s3 if lake.location.scheme == "s3" else None)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from conftest import another_writer
+from conftest import another_writer, data_files
 from deltalake import DeltaTable
 
 from lake import Lake
@@ -102,8 +102,7 @@ def test_own_appends_encode_vectors_by_byte_stream_split_and_lists_by_dictionary
         f"feature_vectors/_delta_log/{lake.state().versions['feature_vectors']:020d}.json"
     )
     assert entry is not None and b'"engineInfo": "shoal"' in entry  # written by Shoal's writer
-    listed = lake.store.list("feature_vectors/")
-    (name,) = [k for k in listed if k.endswith(".parquet") and "_delta_log" not in k]
+    (name,) = data_files(lake, "feature_vectors")
     filesystem = lake.location.arrow_filesystem()
     with filesystem.open_input_file(name) as source:
         metadata = pq.ParquetFile(source).metadata
@@ -131,8 +130,7 @@ def test_a_taken_version_goes_through_delta_rs_and_loses_nothing(lake: Lake) -> 
     dt = table(lake)
     assert dt.to_pyarrow_table().num_rows == 15
     # the data file written for the version that was taken was deleted again
-    data_files = [k for k in lake.store.list("tags/") if k.endswith(".parquet")]
-    assert len(data_files) == len(dt.file_uris()) == 3
+    assert len(data_files(lake, "tags")) == len(dt.file_uris()) == 3
 
 
 def test_checkpoints_are_made_every_interval(lake: Lake, monkeypatch: pytest.MonkeyPatch) -> None:

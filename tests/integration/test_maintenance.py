@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from conftest import ndjson
+from conftest import data_files, ndjson
 
 from lake import Lake, Uploads
 from lake.datasets import Datasets
@@ -75,14 +75,7 @@ def test_maintenance_compacts_and_keeps_frozen_reads(lake: Lake, ingest: Any) ->
     assert reports["datapoints"].kept_versions == 0
     assert sum(r.vacuumed for r in reports.values()) > 0
     assert {t: lake.count(t) for t in counts} == counts
-    data_files = [k for k in lake.store.list("datapoints/") if "_delta_log" not in k]
-    assert len(data_files) == 1  # the old data files are gone
-
-
-def parquet_files(lake: Lake, table: str) -> list[str]:
-    return [
-        k for k in lake.store.list(f"{table}/") if k.endswith(".parquet") and "_delta_log" not in k
-    ]
+    assert len(data_files(lake, "datapoints")) == 1  # the old data files are gone
 
 
 def test_maintenance_deletes_data_files_no_commit_took_once_older_than_retention(
@@ -92,7 +85,7 @@ def test_maintenance_deletes_data_files_no_commit_took_once_older_than_retention
     # table's folder, in no version: no reader sees it, and maintenance reclaims it
     ingest(batch(0))
     ingest(batch(3))
-    (written, *_) = parquet_files(lake, "tags")
+    (written, *_) = data_files(lake, "tags")
     data = lake.store.get(written)
     assert data is not None
     orphan = "tags/part-00000-00000000-0000-4000-8000-000000000000-c000.zstd.parquet"
@@ -105,7 +98,7 @@ def test_maintenance_deletes_data_files_no_commit_took_once_older_than_retention
     maintain(lake, retention_hours=0)
     assert orphan not in lake.store.list("tags/")
     assert sorted(r["value"] for r in lake.read("tags").to_pylist()) == values
-    (left,) = parquet_files(lake, "tags")
+    (left,) = data_files(lake, "tags")
     assert left != orphan
 
 
@@ -120,7 +113,7 @@ def test_a_file_removed_within_the_retention_stays_however_old_it_is(
     local_ingest(batch(0))
     local_ingest(batch(3))
     old_state = lake.state()
-    first = parquet_files(lake, "tags")
+    first = data_files(lake, "tags")
     assert len(first) == 2
     long_ago = time.time() - 10 * 3600
     for key in first:
@@ -128,7 +121,7 @@ def test_a_file_removed_within_the_retention_stays_however_old_it_is(
     maintain(lake, retention_hours=1)  # compacts them away: removed now
     local_ingest(batch(6))
     maintain(lake, retention_hours=1)  # the state that read them is two states back now
-    assert set(first) <= set(parquet_files(lake, "tags"))
+    assert set(first) <= set(data_files(lake, "tags"))
     values = sorted(r["value"] for r in lake.read("tags", state=old_state).to_pylist())
     assert values == [str(i) for i in range(6)]
 
