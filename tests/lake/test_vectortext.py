@@ -129,6 +129,65 @@ def test_text_this_reading_does_not_foresee_is_left_whole(line: bytes) -> None:
     assert vectortext.cut(data) is None
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b".5",
+        b"-.5",
+        b"5.",
+        b"01",
+        b"+5",
+        b"1.e5",
+        b"1e999",
+        b"-2e308",
+        b"NaN",
+        b"Infinity",
+        b"true",
+        b'"1"',
+        b"{}",
+        b"1,",
+        b",1",
+        b"1 2",
+        b"1,[2",
+        b"[",
+    ],
+)
+def test_a_vector_that_is_not_json_numbers_fails_the_whole_parse(body: bytes) -> None:
+    """One bad body among good ones (in the first group or the last) leaves the batch to the
+    usual parse, which reports the record."""
+    good = [memoryview(b"1, 2.5")] * (vectortext._GROUP + 3)
+    for at in (0, len(good) - 1):
+        bodies = list(good)
+        bodies[at] = memoryview(body)
+        assert vectortext._parse(bodies) is None, at
+
+
+def test_vectors_parse_to_the_doubles_json_means() -> None:
+    """Numbers of every form JSON allows; nulls and integers beyond 64 bits, which simdjson
+    does not put in a buffer of doubles, in some groups (read by Polars there)."""
+    rng = random.Random(9)
+    vectors: list[list[Any]] = [[], [0], [-0.0, 1e-400, 2.5e-308], [9007199254740993, -7, 1e300]]
+    vectors += [
+        [
+            rng.choice([rng.gauss(0, 1e6), rng.randrange(-(10**12), 10**12), rng.random()])
+            for _ in range(rng.randrange(0, 40))
+        ]
+        for _ in range(4 * vectortext._GROUP)
+    ]
+    vectors[vectortext._GROUP + 1].append(None)
+    vectors[3 * vectortext._GROUP].append(-(2**70))
+    vectors[3 * vectortext._GROUP + 2].append(2**64)
+    bodies = [memoryview(json.dumps(v)[1:-1].encode()) for v in vectors]
+    parsed = vectortext._parse(bodies)
+    assert parsed is not None
+    assert str(parsed.type) == "large_list<item: double>"
+    assert parsed.to_pylist() == [
+        [None if x is None else float(x) for x in json.loads(json.dumps(v))] for v in vectors
+    ]
+    empty = vectortext._parse([])
+    assert empty is not None and len(empty) == 0
+
+
 def test_a_key_of_that_name_holding_a_number_is_passed_over(tmp_path: Path) -> None:
     """The value is left in the text; Arrow, meeting a number where the other records have
     layers, refuses the batch, and the record path reports the record."""
