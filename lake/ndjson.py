@@ -26,7 +26,10 @@ from lake.errors import InputError, RecordError
 
 CHUNK = 1 << 20
 DEFAULT_MAX_LINE = 64 << 20
-DEFAULT_BATCH_BYTES = 64 << 20
+# a batch also ends at about this much text (records with large embeddings): 128 MiB rather
+# than 64 halves a bulk upload's per-batch costs (~14 small requests and 5 commits on S3) for
+# ~0.5 GiB more peak memory; S3 ingest of 512-d embeddings gained 8–20% (BENCHMARKS.md)
+DEFAULT_BATCH_BYTES = 128 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 BZ2_MAGIC = b"BZh"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
