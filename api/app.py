@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None, *, lake: Lake | None = None) ->
             max_line=settings.max_line_bytes,
             batch_size=settings.batch_records,
             parse_workers=settings.parse_workers,
+            parse_processes=settings.parse_processes,
             fetcher=fetcher,
         )
         runner = JobRunner(the_lake, workers=settings.job_workers, uploads=uploads)

@@ -11,6 +11,7 @@
 | ``SHOAL_JOB_WORKERS`` | ``1`` | uploads processed at the same time |
 | ``SHOAL_BATCH_RECORDS`` | ``50000`` | records of an upload applied per commit |
 | ``SHOAL_PARSE_WORKERS`` | ``2`` | batches of an upload parsed while one commits |
+| ``SHOAL_PARSE_PROCESSES`` | ``true`` | batches of 48 MiB of text or more parsed in helpers |
 | ``SHOAL_GROUP_QUEUE`` | ``64`` | small uploads waiting for a group commit before new ones wait |
 | ``SHOAL_MINER_WORKERS`` | ``1`` | miner runs computed at the same time |
 | ``SHOAL_KEY_CACHE_SECONDS`` | ``5`` | how long a revoked key may still be accepted |
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
     job_workers: int = Field(default=1, ge=1, le=32)
     batch_records: int = Field(default=50_000, ge=1, le=1_000_000)
     parse_workers: int = Field(default=2, ge=1, le=16)
+    parse_processes: bool = True
     group_queue: int = Field(default=DEFAULT_MAX_QUEUED, ge=1, le=100_000)
     group_process: bool = True
     miner_workers: int = Field(default=1, ge=1, le=32)

@@ -163,6 +163,9 @@ def bench_ingest(lake: Lake, source: Path, n: int, batch_size: int) -> dict[str,
     upload = uploads.run(upload.id)
     elapsed = time.perf_counter() - started
     peak = peak_rss_mib()
+    # helper processes parse large batches (lake.parsepool): their memory counts too (they
+    # live as long as this process, so this is their peak over every run so far)
+    helpers_peak = uploads.helpers.peak_rss_mib() if uploads.helpers is not None else None
     assert upload.status == "SUCCEEDED", upload.summary()
     assert upload.counts.datapoints_created == n, upload.summary()
     return {
@@ -171,6 +174,7 @@ def bench_ingest(lake: Lake, source: Path, n: int, batch_size: int) -> dict[str,
         "landing_seconds": landed - started,
         "applying_records_per_s": n / (elapsed - (landed - started)),
         "peak_rss_mib": peak,
+        "helpers_peak_rss_mib": helpers_peak,
         "rss_before_mib": before,
     }
 
@@ -355,6 +359,7 @@ def main() -> int:
                         "raw_records_per_s": round(raw_rate),
                         "fraction_of_raw": round(ours["records_per_s"] / raw_rate, 2),
                         "ingest_peak_rss_mib": round(ours["peak_rss_mib"]),
+                        "parse_helper_peak_rss_mib": round(ours["helpers_peak_rss_mib"] or 0),
                         "rss_before_ingest_mib": round(ours["rss_before_mib"] or 0),
                     }
                 )

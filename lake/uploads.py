@@ -40,6 +40,8 @@ from lake.ingest import BatchCounts, BatchPlanner, IdSource
 from lake.lake import Lake, LakeState
 from lake.maintenance import tidy
 from lake.ndjson import DEFAULT_MAX_LINE, Line, RawBatch, parse_line, read_batches
+from lake.parsepool import PROCESS_MIN_BYTES, ParseProcesses
+from lake.parsepool import parse_processes as parse_processes_of
 from lake.records import RecordSpec, finish_logits, normalise
 from lake.storage import file_fingerprint
 from lake.tables import SCHEMAS
@@ -258,6 +260,61 @@ class PreparedBatch:
     errors: list[RecordError]
 
 
+def prepare_batch(
+    raw: RawBatch,
+    organization_id: str,
+    id_source: IdSource,
+    *,
+    fast_path: bool = True,
+    use_threads: bool = False,
+    native_min_lines: int = _NATIVE_MIN_LINES,
+) -> PreparedBatch:
+    """Parse and validate a batch; new records of the plain shape become Arrow tables
+    (:mod:`lake.columnar`), the others record specs for the planner. A pure function of its
+    arguments (and the clock), so a helper process may run it (:mod:`lake.parsepool`).
+    ``fast_path`` off: every record takes the per-record path (tests)."""
+    now = datetime.now(UTC)
+    errors = [line.error for line in raw.errors if line.error is not None]
+    native = None
+    if fast_path and len(raw.numbers) >= native_min_lines:
+        native = plan_batch(
+            raw,
+            organization_id=organization_id,
+            id_source=id_source,
+            now=now,
+            use_threads=use_threads,
+        )
+    if native is None:
+        batch, rest = FastBatch({}, BatchCounts()), raw.lines()
+    else:
+        batch, leftover = native
+        lines = raw.lines() if leftover else []
+        rest = [lines[i] for i in leftover]
+    specs = _specs(rest, errors)
+    if batch.update is not None and any(
+        a.id is not None for spec in specs for a in (*spec.groundtruths, *spec.predictions)
+    ):
+        # a record changing an attachment by id may change one that an update replaces:
+        # all go the per-record way, which applies them in line order
+        lines = raw.lines()
+        specs += _specs([lines[i] for i in batch.update.positions], errors)
+        specs.sort(key=lambda spec: spec.line)
+        batch.update = None
+    finish_logits(specs)
+    return PreparedBatch(raw.last_line, len(raw), now, batch, specs, errors)
+
+
+def _specs(lines: list[Line], errors: list[RecordError]) -> list[RecordSpec]:
+    specs = []
+    for line in lines:
+        try:
+            specs.append(normalise(parse_line(line.data), line.number, defer_logits=True))
+        except RecordError as exc:
+            exc.line = line.number
+            errors.append(exc)
+    return specs
+
+
 class Uploads:
     """Create, inspect and run the uploads of one lake."""
 
@@ -271,9 +328,14 @@ class Uploads:
         storage_patience: float = 300.0,
         fetcher: Fetcher | None = None,
         parse_workers: int = 2,
+        parse_processes: bool = True,
     ) -> None:
         self.lake = lake
+        self.helpers: ParseProcesses | None
         self.parse_workers = max(1, parse_workers)  # batches parsed while one commits
+        # batches of at least process_min_bytes are parsed in helper processes (lake.parsepool)
+        self.helpers = parse_processes_of(self.parse_workers) if parse_processes else None
+        self.process_min_bytes = PROCESS_MIN_BYTES
         self.fetcher = fetcher  # None: uploads of URLs are refused
         self.batch_size = batch_size
         self.max_line = max_line
@@ -570,11 +632,26 @@ class Uploads:
         if limit is not None:
             batches = _through(batches, int(limit))
 
+        helpers = self.helpers
+
         def prepare(raw: RawBatch) -> PreparedBatch:
-            return self._prepare(raw, upload.organization_id, id_source)
+            prepared = None
+            if helpers is not None and len(raw.data) >= self.process_min_bytes:
+                prepared = helpers.prepare(
+                    raw,
+                    upload.organization_id,
+                    id_source,
+                    fast_path=self.fast_path,
+                    use_threads=self.parse_workers == 1,
+                )
+            if prepared is None:
+                return self._prepare(raw, upload.organization_id, id_source)
+            crash_point("upload.parsed")
+            return prepared
 
         # While one batch commits (mostly native code, without the GIL), the next ones are
-        # parsed by the parse workers; they are committed in line order.
+        # parsed by the parse workers (large ones handed to helper processes); they are
+        # committed in line order.
         with ThreadPoolExecutor(
             max_workers=self.parse_workers, thread_name_prefix="shoal-parse"
         ) as pool:
@@ -625,49 +702,17 @@ class Uploads:
         *,
         native_min_lines: int = _NATIVE_MIN_LINES,
     ) -> PreparedBatch:
-        """Parse and validate a batch; new records of the plain shape become Arrow tables
-        (:mod:`lake.columnar`), the others record specs for the planner."""
-        now = datetime.now(UTC)
-        errors = [line.error for line in raw.errors if line.error is not None]
-        native = None
-        if self.fast_path and len(raw.numbers) >= native_min_lines:
-            native = plan_batch(
-                raw,
-                organization_id=organization_id,
-                id_source=id_source,
-                now=now,
-                use_threads=self.parse_workers == 1,
-            )
-        if native is None:
-            batch, rest = FastBatch({}, BatchCounts()), raw.lines()
-        else:
-            batch, leftover = native
-            lines = raw.lines() if leftover else []
-            rest = [lines[i] for i in leftover]
-        specs = self._specs(rest, errors)
-        if batch.update is not None and any(
-            a.id is not None for spec in specs for a in (*spec.groundtruths, *spec.predictions)
-        ):
-            # a record changing an attachment by id may change one that an update replaces:
-            # all go the per-record way, which applies them in line order
-            lines = raw.lines()
-            specs += self._specs([lines[i] for i in batch.update.positions], errors)
-            specs.sort(key=lambda spec: spec.line)
-            batch.update = None
-        finish_logits(specs)
+        """Parse and validate a batch here (see :func:`prepare_batch`)."""
+        prepared = prepare_batch(
+            raw,
+            organization_id,
+            id_source,
+            fast_path=self.fast_path,
+            use_threads=self.parse_workers == 1,
+            native_min_lines=native_min_lines,
+        )
         crash_point("upload.parsed")
-        return PreparedBatch(raw.last_line, len(raw), now, batch, specs, errors)
-
-    @staticmethod
-    def _specs(lines: list[Line], errors: list[RecordError]) -> list[RecordSpec]:
-        specs = []
-        for line in lines:
-            try:
-                specs.append(normalise(parse_line(line.data), line.number, defer_logits=True))
-            except RecordError as exc:
-                exc.line = line.number
-                errors.append(exc)
-        return specs
+        return prepared
 
     def _commit_batch(
         self, upload: Upload, batch: PreparedBatch, id_source: IdSource
