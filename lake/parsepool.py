@@ -83,8 +83,8 @@ class ParseProcesses:
         }
         try:
             kind, answer = helper.call(request, raw.data)
-        except (OSError, EOFError, pickle.UnpicklingError, ValueError) as exc:
-            log.warning("parsing in helper processes is off: a helper failed (%s)", exc)
+        except Exception as exc:  # the helper died, or its pipes are in an unknown state
+            log.warning("parsing in helper processes is off: a helper failed (%r)", exc)
             helper.stop()
             with self._changed:
                 self.broken = True
@@ -153,7 +153,8 @@ class _Helper:
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from lake.parsepool import serve; serve()"],
+            # -P: the working folder is not put first on the path (a "lake" folder there)
+            [sys.executable, "-P", "-c", "from lake.parsepool import serve; serve()"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
