@@ -25,7 +25,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake import ids
+from lake import ids, parsepool
 from lake.columnar import FastBatch, plan_batch
 from lake.errors import (
     InputError,
@@ -40,8 +40,6 @@ from lake.ingest import BatchCounts, BatchPlanner, IdSource
 from lake.lake import Lake, LakeState
 from lake.maintenance import tidy
 from lake.ndjson import DEFAULT_MAX_LINE, Line, RawBatch, parse_line, read_batches
-from lake.parsepool import PROCESS_MIN_BYTES, ParseProcesses
-from lake.parsepool import parse_processes as parse_processes_of
 from lake.records import RecordSpec, finish_logits, normalise
 from lake.storage import file_fingerprint
 from lake.tables import SCHEMAS
@@ -331,11 +329,12 @@ class Uploads:
         parse_processes: bool = True,
     ) -> None:
         self.lake = lake
-        self.helpers: ParseProcesses | None
         self.parse_workers = max(1, parse_workers)  # batches parsed while one commits
         # batches of at least process_min_bytes are parsed in helper processes (lake.parsepool)
-        self.helpers = parse_processes_of(self.parse_workers) if parse_processes else None
-        self.process_min_bytes = PROCESS_MIN_BYTES
+        self.helpers: parsepool.ParseProcesses | None = (
+            parsepool.parse_processes(self.parse_workers) if parse_processes else None
+        )
+        self.process_min_bytes = parsepool.PROCESS_MIN_BYTES
         self.fetcher = fetcher  # None: uploads of URLs are refused
         self.batch_size = batch_size
         self.max_line = max_line
