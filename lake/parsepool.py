@@ -5,7 +5,7 @@ out, simdjson for their numbers, Arrow for the rest, planning the rows) is pure 
 it holds the GIL (simdjson does, and the cutting is a Python loop); in threads, the job's
 committing thread waits for the GIL while a batch is parsed. Measured on the S3 embedding
 benchmark (2 cores; the GIL was held 14.8 s of a 24.7 s run, 7 s of it by simdjson): parsing in
-two helper processes applied records 14% faster after the landing (BENCHMARKS.md, 2026-12-07).
+two helper processes applied records 13% faster after the landing (BENCHMARKS.md, 2026-12-07).
 
 A helper is a plain ``python`` process running :func:`serve` (not a ``multiprocessing`` child,
 which would import the application's ``__main__`` module again). The batch's text goes to it
