@@ -75,7 +75,31 @@ class S3Server:
         """Start the stopped server again: same ports, same data."""
         assert self.process is None and self.command, "restart() follows stop(keep_data=True)"
         self.process = _launch(self.command, self.env, self.data_dir)
+        deadline = time.monotonic() + timeout
         _wait_until_up(self, timeout)
+        self._wait_until_serving(deadline)
+
+    def _wait_until_serving(self, deadline: float) -> None:
+        """Until stored objects can be read and new ones written: the S3 port answers before
+        the volume server has registered again (reads fail with InternalError meanwhile)."""
+        client = self.client()
+        probe = f"_s3server-probe-{uuid.uuid4().hex}"
+        while True:
+            try:
+                listed = client.list_objects_v2(Bucket=self.bucket, MaxKeys=1).get("Contents", [])
+                if listed and listed[0]["Size"]:  # a byte of a stored object
+                    first = client.get_object(
+                        Bucket=self.bucket, Key=listed[0]["Key"], Range="bytes=0-0"
+                    )
+                    first["Body"].read()
+                client.put_object(Bucket=self.bucket, Key=probe, Body=b"1")
+                client.get_object(Bucket=self.bucket, Key=probe)["Body"].read()
+                client.delete_object(Bucket=self.bucket, Key=probe)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
 
 def _free_port(taken: set[int]) -> int:
