@@ -37,7 +37,7 @@ from deltalake import write_deltalake
 
 from lake import Lake, S3Options, Uploads
 from lake.ids import derived_ids, salt_of
-from lake.memory import retain_freed_memory
+from lake.memory import retain_freed_memory, status_mib
 from lake.tables import SCHEMAS
 
 
@@ -110,24 +110,15 @@ def reset_peak_rss() -> None:
         refs.write("5")
 
 
-def _status_mib(field: str) -> float | None:
-    """A memory figure of this process from /proc/self/status (Linux), in MiB."""
-    with contextlib.suppress(OSError), open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return None
-
-
 def peak_rss_mib() -> float:
-    peak = _status_mib("VmHWM")
+    peak = status_mib("VmHWM")
     return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def rss_mib() -> float | None:
     """This process's memory now (Linux), which the high-water mark starts from: what earlier
     work of the same run left with the allocators counts in the peak too."""
-    return _status_mib("VmRSS")
+    return status_mib("VmRSS")
 
 
 def fresh_root(target: str, name: str, workdir: Path, server: Any) -> str:

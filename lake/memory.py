@@ -16,6 +16,7 @@ application embedding the lake may call it too. ``SHOAL_RETAIN_MEMORY=0`` turns 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -56,6 +57,16 @@ def retain_freed_memory() -> bool:
         log.debug("mallopt refused a setting; the allocator's defaults stay")
     _done = applied
     return applied
+
+
+def status_mib(field: str, pid: int | str = "self") -> float | None:
+    """A memory figure (``VmRSS``, ``VmHWM``, ...) of a process from ``/proc`` (Linux), in MiB;
+    None where there is none to read."""
+    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return None
 
 
 #: Allocations (net, of objects the collector tracks) between two young collections; Python's

@@ -33,6 +33,7 @@ import threading
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from lake.memory import status_mib
 from lake.ndjson import RawBatch
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class ParseProcesses:
         *,
         fast_path: bool,
         use_threads: bool,
+        native_min_lines: int,
     ) -> PreparedBatch | None:
         """The batch prepared by a helper; None when the helper path failed (the caller
         parses the batch itself)."""
@@ -80,16 +82,13 @@ class ParseProcesses:
             "id_source": id_source,
             "fast_path": fast_path,
             "use_threads": use_threads,
+            "native_min_lines": native_min_lines,
         }
         try:
             kind, answer = helper.call(request, raw.data)
         except Exception as exc:  # the helper died, or its pipes are in an unknown state
-            log.warning("parsing in helper processes is off: a helper failed (%r)", exc)
             helper.stop()
-            with self._changed:
-                self.broken = True
-                self._started -= 1
-                self._changed.notify_all()
+            self._turn_off(f"a helper failed ({exc!r})")
             return None
         self._give(helper)
         if kind != "ok":  # the parse failed there: the usual parse says why
@@ -113,15 +112,20 @@ class ParseProcesses:
         try:
             helper = _Helper()
         except OSError as exc:
-            log.warning("parsing in helper processes is off: %s", exc)
-            with self._changed:
-                self.broken = True
-                self._started -= 1
-                self._changed.notify_all()
+            self._turn_off(str(exc))
             return None
         with self._changed:
             self._pids.append(helper.process.pid)
         return helper
+
+    def _turn_off(self, why: str) -> None:
+        """A helper failed or could not start (it is not counted any more): batches are parsed
+        in threads from now on, and threads waiting for a helper are told so."""
+        log.warning("parsing in helper processes is off: %s", why)
+        with self._changed:
+            self.broken = True
+            self._started -= 1
+            self._changed.notify_all()
 
     def _give(self, helper: _Helper) -> None:
         with self._changed:
@@ -130,11 +134,8 @@ class ParseProcesses:
 
     def peak_rss_mib(self) -> float | None:
         """The largest peak resident memory of the helpers started (Linux), None if none."""
-        peaks = []
-        for pid in self._pids:
-            with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/status") as status:
-                peaks += [int(line.split()[1]) / 1024 for line in status if line[:6] == "VmHWM:"]
-        return max(peaks, default=None)
+        peaks = [status_mib("VmHWM", pid) for pid in self._pids]
+        return max((peak for peak in peaks if peak is not None), default=None)
 
     def close(self) -> None:
         with self._changed:
@@ -237,6 +238,7 @@ def serve() -> None:
                 request["id_source"],
                 fast_path=request["fast_path"],
                 use_threads=request["use_threads"],
+                native_min_lines=request["native_min_lines"],
             )
             answer = pickle.dumps(("ok", prepared), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:

@@ -631,22 +631,8 @@ class Uploads:
         if limit is not None:
             batches = _through(batches, int(limit))
 
-        helpers = self.helpers
-
         def prepare(raw: RawBatch) -> PreparedBatch:
-            prepared = None
-            if helpers is not None and len(raw.data) >= self.process_min_bytes:
-                prepared = helpers.prepare(
-                    raw,
-                    upload.organization_id,
-                    id_source,
-                    fast_path=self.fast_path,
-                    use_threads=self.parse_workers == 1,
-                )
-            if prepared is None:
-                return self._prepare(raw, upload.organization_id, id_source)
-            crash_point("upload.parsed")
-            return prepared
+            return self._prepare(raw, upload.organization_id, id_source)
 
         # While one batch commits (mostly native code, without the GIL), the next ones are
         # parsed by the parse workers (large ones handed to helper processes); they are
@@ -701,15 +687,28 @@ class Uploads:
         *,
         native_min_lines: int = _NATIVE_MIN_LINES,
     ) -> PreparedBatch:
-        """Parse and validate a batch here (see :func:`prepare_batch`)."""
-        prepared = prepare_batch(
-            raw,
-            organization_id,
-            id_source,
-            fast_path=self.fast_path,
-            use_threads=self.parse_workers == 1,
-            native_min_lines=native_min_lines,
-        )
+        """Parse and validate a batch (see :func:`prepare_batch`): a large one in a helper
+        process, or here when it is small or the helper path fails."""
+        use_threads = self.parse_workers == 1
+        prepared = None
+        if self.helpers is not None and len(raw.data) >= self.process_min_bytes:
+            prepared = self.helpers.prepare(
+                raw,
+                organization_id,
+                id_source,
+                fast_path=self.fast_path,
+                use_threads=use_threads,
+                native_min_lines=native_min_lines,
+            )
+        if prepared is None:
+            prepared = prepare_batch(
+                raw,
+                organization_id,
+                id_source,
+                fast_path=self.fast_path,
+                use_threads=use_threads,
+                native_min_lines=native_min_lines,
+            )
         crash_point("upload.parsed")
         return prepared
 

@@ -17,6 +17,9 @@ from lake.ndjson import RawBatch, read_batches
 from lake.parsepool import ParseProcesses
 from lake.uploads import PreparedBatch, prepare_batch
 
+#: how the batches below are parsed, in a helper as in a thread (the defaults of prepare_batch)
+OPTIONS: dict[str, Any] = {"fast_path": True, "use_threads": False, "native_min_lines": 64}
+
 
 def record(rng: random.Random, n: int) -> dict[str, Any]:
     """A record of the native path (tags, a groundtruth, a prediction with an embedding), or
@@ -74,8 +77,8 @@ def test_a_helper_prepares_what_a_thread_prepares() -> None:
     raw = one_batch(batch_text(malformed=False))
     helpers = ParseProcesses(1)
     try:
-        remote = helpers.prepare(raw, "org", IdSource(5, 9), fast_path=True, use_threads=False)
-        again = helpers.prepare(raw, "org", IdSource(5, 9), fast_path=True, use_threads=False)
+        remote = helpers.prepare(raw, "org", IdSource(5, 9), **OPTIONS)
+        again = helpers.prepare(raw, "org", IdSource(5, 9), **OPTIONS)
         (process,) = [helper.process for helper in helpers._idle]
     finally:
         helpers.close()
@@ -98,9 +101,9 @@ def test_a_parse_that_fails_in_a_helper_is_left_to_the_thread() -> None:
         prepare_batch(bad, "org", IdSource(5, 9))
     helpers = ParseProcesses(1)
     try:
-        failed = helpers.prepare(bad, "org", IdSource(5, 9), fast_path=True, use_threads=False)
+        failed = helpers.prepare(bad, "org", IdSource(5, 9), **OPTIONS)
         assert failed is None and not helpers.broken
-        good = helpers.prepare(raw, "org", IdSource(5, 9), fast_path=True, use_threads=False)
+        good = helpers.prepare(raw, "org", IdSource(5, 9), **OPTIONS)
     finally:
         helpers.close()
     assert good is not None and helpers.parsed == 1  # the same helper went on
@@ -138,7 +141,7 @@ def test_a_helper_that_dies_leaves_its_batch_to_the_threads(local_lake: Lake) ->
     helpers = ParseProcesses(1)
     try:
         raw = one_batch(batch_text(20))
-        assert helpers.prepare(raw, "org", IdSource(1, 2), fast_path=True, use_threads=False)
+        assert helpers.prepare(raw, "org", IdSource(1, 2), **OPTIONS)
         (helper,) = helpers._idle
         helper.process.kill()
         helper.process.wait()
@@ -149,7 +152,7 @@ def test_a_helper_that_dies_leaves_its_batch_to_the_threads(local_lake: Lake) ->
     assert upload.status == "SUCCEEDED" and upload.counts.datapoints_created == 298
     assert local_lake.read("datapoints").num_rows == 298
     # the pool no longer starts helpers: the next batches go to the threads at once
-    assert helpers.prepare(raw, "org", IdSource(1, 2), fast_path=True, use_threads=False) is None
+    assert helpers.prepare(raw, "org", IdSource(1, 2), **OPTIONS) is None
 
 
 @pytest.mark.parametrize("workers", [1, 2])
