@@ -38,8 +38,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from lake.batch import IdSource
 from lake.columnar import plan_batch
-from lake.ingest import IdSource
 from lake.memory import retain_freed_memory
 from lake.ndjson import read_batches
 from lake.vectortext import cut

@@ -31,8 +31,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from lake import ids, vectortext
+from lake.batch import BatchCounts, FastUpdate, IdSource
 from lake.derive import rows_entropy, rows_probabilities
-from lake.ingest import BatchCounts, FastUpdate, IdSource
 from lake.ndjson import RawBatch
 from lake.plainrows import list_lengths, model_names_of, plain_rows, plain_updates, valid_mask
 from lake.tables import SCHEMAS

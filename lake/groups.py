@@ -38,9 +38,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake import ids
+from lake.batch import BatchCounts, IdSource
 from lake.columnar import FastBatch, plan_batch
 from lake.errors import BusyError, LakeError
-from lake.ingest import BatchCounts, BatchPlanner, Changes, IdSource
+from lake.ingest import BatchPlanner, Changes
 from lake.lake import Lake, Transaction, sql_text
 from lake.maintenance import tidy
 from lake.ndjson import RawBatch, read_batches

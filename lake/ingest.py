@@ -27,7 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lake import ids
+from lake.batch import BatchCounts, FastUpdate, IdSource
 from lake.errors import RecordError
 from lake.lake import LakeState, Transaction, sql_text
 from lake.records import AttachmentSpec, ChildSpec, RecordSpec, VectorSpec, json_text, task_key
@@ -35,45 +35,6 @@ from lake.tables import ATTACHMENT_CHILDREN, SCHEMAS, empty
 
 Row = dict[str, Any]
 _PARENT_COLUMN = {"predictions": "prediction", "groundtruths": "groundtruth"}
-
-
-@dataclass
-class BatchCounts:
-    datapoints_created: int = 0
-    datapoints_updated: int = 0
-    predictions: int = 0
-    groundtruths: int = 0
-
-    def add(self, other: BatchCounts) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass
-class IdSource:
-    """Where new row ids come from: derived from (upload, line, slot), or random."""
-
-    created_ms: int
-    salt: int | None = None
-
-    def make(self, line: int, slot: int) -> str:
-        if self.salt is None:
-            return ids.new_id()
-        return ids.derived_id(self.created_ms, self.salt, line, slot)
-
-
-@dataclass
-class FastUpdate:
-    """Plain updates of a batch planned in columns (:mod:`lake.columnar`): the datapoint and
-    line of each, and the new rows they bring (new ids), checked and applied at commit time by
-    :meth:`BatchPlanner.apply_updates`."""
-
-    datapoints: pa.Array
-    lines: np.ndarray
-    tables: dict[str, pa.Table]
-    positions: list[int]  # where the updates are among the batch's lines
-    #: in a group commit, the upload of each update (its ``lines`` are that upload's)
-    owners: list[str] | None = None
 
 
 class Changes:

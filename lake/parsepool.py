@@ -11,7 +11,7 @@ A helper is a plain ``python`` process running :func:`serve` (not a ``multiproce
 which would import the application's ``__main__`` module again). The batch's text goes to it
 through its standard input, the prepared batch (Arrow tables, record specs, errors) comes back
 pickled on its standard output. A batch is parsed the same way wherever it is parsed
-(:func:`lake.uploads.prepare_batch` is a pure function of its arguments), so any failure of the
+(:func:`lake.prepare.prepare_batch` is a pure function of its arguments), so any failure of the
 helper path (a helper killed, or not started, or an error in the parse) only sends the batch to
 the usual in-thread parse, which then gives the same result or raises the same error. Helpers
 start on the first large batch, live as long as the process and end with it (their input
@@ -37,8 +37,8 @@ from lake.memory import status_mib
 from lake.ndjson import RawBatch
 
 if TYPE_CHECKING:
-    from lake.ingest import IdSource
-    from lake.uploads import PreparedBatch
+    from lake.batch import IdSource
+    from lake.prepare import PreparedBatch
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def parse_processes(workers: int) -> ParseProcesses:
 def serve() -> None:
     """A helper's loop: parse the batches sent on standard input until it closes."""
     from lake.memory import retain_freed_memory
-    from lake.uploads import prepare_batch
+    from lake.prepare import prepare_batch
 
     retain_freed_memory()  # as the job's process: each batch reuses the last one's memory
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # ^C is the job's to handle; it closes our input

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lake import ids, parsepool
-from lake.columnar import FastBatch, plan_batch
+from lake.batch import BatchCounts, IdSource
 from lake.errors import (
     InputError,
     LakeError,
@@ -36,11 +36,11 @@ from lake.errors import (
     StorageError,
 )
 from lake.faults import crash_point
-from lake.ingest import BatchCounts, BatchPlanner, IdSource
+from lake.ingest import BatchPlanner
 from lake.lake import Lake, LakeState
 from lake.maintenance import tidy
-from lake.ndjson import DEFAULT_MAX_LINE, Line, RawBatch, parse_line, read_batches
-from lake.records import RecordSpec, finish_logits, normalise
+from lake.ndjson import DEFAULT_MAX_LINE, RawBatch, read_batches
+from lake.prepare import NATIVE_MIN_LINES, PreparedBatch, prepare_batch
 from lake.storage import file_fingerprint
 from lake.tables import SCHEMAS
 
@@ -109,8 +109,6 @@ def prune_landing(lake: Lake, *, retention_hours: float) -> LandingReport:
         log.info("deleted %d upload files of the landing area", len(unneeded))
     return LandingReport(len(unneeded), len(old) - len(unneeded))
 
-
-_NATIVE_MIN_LINES = 64  # below this, parsing line by line is as quick
 
 #: Opens a URL for streaming (the server's allow-listed fetcher: :mod:`api.fetch`); raises
 #: :class:`InputError` with the reason when the URL may not or cannot be read, also mid-stream.
@@ -244,73 +242,6 @@ class Upload:
 
 
 ProgressCallback = Callable[[int], None]
-
-
-@dataclass
-class PreparedBatch:
-    """A batch parsed and validated outside the writer lock."""
-
-    last_line: int
-    records_read: int
-    now: datetime
-    fast: FastBatch
-    specs: list[RecordSpec]
-    errors: list[RecordError]
-
-
-def prepare_batch(
-    raw: RawBatch,
-    organization_id: str,
-    id_source: IdSource,
-    *,
-    fast_path: bool = True,
-    use_threads: bool = False,
-    native_min_lines: int = _NATIVE_MIN_LINES,
-) -> PreparedBatch:
-    """Parse and validate a batch; new records of the plain shape become Arrow tables
-    (:mod:`lake.columnar`), the others record specs for the planner. A pure function of its
-    arguments (and the clock), so a helper process may run it (:mod:`lake.parsepool`).
-    ``fast_path`` off: every record takes the per-record path (tests)."""
-    now = datetime.now(UTC)
-    errors = [line.error for line in raw.errors if line.error is not None]
-    native = None
-    if fast_path and len(raw.numbers) >= native_min_lines:
-        native = plan_batch(
-            raw,
-            organization_id=organization_id,
-            id_source=id_source,
-            now=now,
-            use_threads=use_threads,
-        )
-    if native is None:
-        batch, rest = FastBatch({}, BatchCounts()), raw.lines()
-    else:
-        batch, leftover = native
-        lines = raw.lines() if leftover else []
-        rest = [lines[i] for i in leftover]
-    specs = _specs(rest, errors)
-    if batch.update is not None and any(
-        a.id is not None for spec in specs for a in (*spec.groundtruths, *spec.predictions)
-    ):
-        # a record changing an attachment by id may change one that an update replaces:
-        # all go the per-record way, which applies them in line order
-        lines = raw.lines()
-        specs += _specs([lines[i] for i in batch.update.positions], errors)
-        specs.sort(key=lambda spec: spec.line)
-        batch.update = None
-    finish_logits(specs)
-    return PreparedBatch(raw.last_line, len(raw), now, batch, specs, errors)
-
-
-def _specs(lines: list[Line], errors: list[RecordError]) -> list[RecordSpec]:
-    specs = []
-    for line in lines:
-        try:
-            specs.append(normalise(parse_line(line.data), line.number, defer_logits=True))
-        except RecordError as exc:
-            exc.line = line.number
-            errors.append(exc)
-    return specs
 
 
 class Uploads:
@@ -685,7 +616,7 @@ class Uploads:
         organization_id: str,
         id_source: IdSource,
         *,
-        native_min_lines: int = _NATIVE_MIN_LINES,
+        native_min_lines: int = NATIVE_MIN_LINES,
     ) -> PreparedBatch:
         """Parse and validate a batch (see :func:`prepare_batch`): a large one in a helper
         process, or here when it is small or the helper path fails."""

@@ -43,3 +43,24 @@ def test_only_the_delta_module_opens_delta_tables() -> None:
         if "deltalake" in imported_packages(path)
     )
     assert users == ["lake/delta.py"]
+
+
+def test_parsing_a_batch_needs_nothing_of_the_storage_layer() -> None:
+    """A parse helper (lake.parsepool) imports what parsing needs: not Delta, not the lake."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lake.parsepool, lake.prepare; "
+        "print(sorted(m for m in ('deltalake', 'lake.lake', 'lake.delta', 'lake.ingest', "
+        "'lake.uploads', 'boto3', 'pandas') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": ""},
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from lake import Lake, Uploads
+from lake.batch import IdSource
 from lake.ids import salt_of
-from lake.ingest import IdSource
 from lake.ndjson import read_batches
 
 ID_COLUMNS = ("id", "datapoint", "prediction", "groundtruth")
@@ -182,8 +182,8 @@ def native_leftover(data: bytes) -> list[int] | None:
     import io
     from datetime import UTC, datetime
 
+    from lake.batch import IdSource
     from lake.columnar import plan_batch
-    from lake.ingest import IdSource
     from lake.ndjson import read_batches
 
     (batch,) = read_batches(io.BytesIO(data), batch_lines=10**6)

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pytest
 
 from lake import Lake, Uploads
-from lake.ingest import IdSource
+from lake.batch import IdSource
 from lake.ndjson import RawBatch, read_batches
 from lake.parsepool import ParseProcesses
-from lake.uploads import PreparedBatch, prepare_batch
+from lake.prepare import PreparedBatch, prepare_batch
 
 #: how the batches below are parsed, in a helper as in a thread (the defaults of prepare_batch)
 OPTIONS: dict[str, Any] = {"fast_path": True, "use_threads": False, "native_min_lines": 64}
