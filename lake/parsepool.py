@@ -125,12 +125,20 @@ class ParseProcesses:
         with self._changed:
             self.broken = True
             self._started -= 1
+            idle, self._idle = self._idle, []
+            self._started -= len(idle)
             self._changed.notify_all()
+        for helper in idle:  # no batch will reach them; helpers busy now end on their return
+            helper.stop()
 
     def _give(self, helper: _Helper) -> None:
         with self._changed:
-            self._idle.append(helper)
-            self._changed.notify()
+            if not self.broken:
+                self._idle.append(helper)
+                self._changed.notify()
+                return
+            self._started -= 1
+        helper.stop()
 
     def peak_rss_mib(self) -> float | None:
         """The largest peak resident memory of the helpers started (Linux), None if none."""

@@ -155,6 +155,24 @@ def test_a_helper_that_dies_leaves_its_batch_to_the_threads(local_lake: Lake) ->
     assert helpers.prepare(raw, "org", IdSource(1, 2), **OPTIONS) is None
 
 
+def test_helpers_left_idle_end_when_the_pool_turns_off() -> None:
+    helpers = ParseProcesses(2)
+    raw = one_batch(batch_text(20))
+    try:
+        first, second = helpers._take(), helpers._take()
+        assert first is not None and second is not None
+        helpers._give(second)  # idle
+        first.process.kill()
+        first.process.wait()
+        helpers._give(first)
+        assert helpers.prepare(raw, "org", IdSource(1, 2), **OPTIONS) is None  # first: dead
+        assert helpers.broken
+        assert second.process.wait(timeout=10) == 0  # the idle one was told to end
+        assert helpers._idle == [] and helpers._started == 0
+    finally:
+        helpers.close()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_helpers_are_started_only_for_large_batches(local_lake: Lake, workers: int) -> None:
     helpers = ParseProcesses(workers)
