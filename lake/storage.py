@@ -247,6 +247,8 @@ class LocalStore(ObjectStore):
     def _path(self, key: str) -> Path:
         if ".." in Path(key).parts or Path(key).is_absolute():
             raise ConfigError(f"object key {key!r} would leave the lake's folder")
+        if "\0" in key:
+            raise ConfigError(f"object key {key!r} holds a NUL character")
         return self.root / key
 
     def put(self, key: str, data: bytes) -> None:

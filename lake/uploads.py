@@ -399,6 +399,8 @@ class Uploads:
 
     def pending(self, upload_id: str) -> Upload | None:
         """An upload accepted for group commit and not committed yet (see :mod:`lake.groups`)."""
+        if ids.canonical(upload_id) != upload_id:  # markers are named by the ids the lake gives
+            return None
         raw = self.lake.store.get(PENDING_PREFIX + upload_id)
         if raw is None:
             return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -231,11 +232,12 @@ def test_deadline_times_out_after_the_committed_batches(local_lake: Lake) -> Non
     assert local_lake.count("datapoints") == 5  # what was committed stays
 
 
-def test_unknown_upload_is_not_found(local_lake: Lake) -> None:
+@pytest.mark.parametrize("upload_id", ["nope", "R\x00\U000c3ef9", "../../etc/passwd", ""])
+def test_unknown_upload_is_not_found(lake: Lake, upload_id: str) -> None:
     from lake import NotFoundError
 
-    with pytest.raises(NotFoundError, match="upload nope not found"):
-        Uploads(local_lake).get("nope")
+    with pytest.raises(NotFoundError, match=f"upload {re.escape(upload_id)} not found"):
+        Uploads(lake).get(upload_id)
 
 
 def test_two_runners_of_one_upload_apply_it_once(lake: Lake) -> None:
