@@ -15,8 +15,9 @@ pickled on its standard output. A batch is parsed the same way wherever it is pa
 helper path (a helper killed, or not started, or an error in the parse) only sends the batch to
 the usual in-thread parse, which then gives the same result or raises the same error. Helpers
 start on the first large batch, live as long as the process and end with it (their input
-closes). Small batches (a bulk upload's 50,000 short records are ~25 MiB) are parsed in threads
-as before: Arrow's parser, most of their work, does not hold the GIL.
+closes), or sooner when a failure turns the helpers off. Small batches (a bulk upload's
+50,000 short records are ~25 MiB) are parsed in threads as before: Arrow's parser, most of
+their work, does not hold the GIL.
 """
 
 from __future__ import annotations
@@ -125,11 +126,8 @@ class ParseProcesses:
         with self._changed:
             self.broken = True
             self._started -= 1
-            idle, self._idle = self._idle, []
-            self._started -= len(idle)
             self._changed.notify_all()
-        for helper in idle:  # no batch will reach them; helpers busy now end on their return
-            helper.stop()
+        self.close()  # no batch will reach the idle ones; busy ones end on their return
 
     def _give(self, helper: _Helper) -> None:
         with self._changed:
